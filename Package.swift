@@ -1,0 +1,71 @@
+// swift-tools-version:6.2
+// StreamVM: publish VM appliances as content-addressed chunk catalogues and stream-boot them on KVM.
+import PackageDescription
+
+/// Strict Swift 6 everywhere; the upcoming features keep imports and existentials explicit.
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "StreamVM",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "streamvm", targets: ["streamvm"]),
+        .library(name: "Catalog", targets: ["Catalog"]),
+        .library(name: "StreamServer", targets: ["StreamServer"]),
+        .library(name: "StreamClient", targets: ["StreamClient"]),
+        .library(name: "Hypervisor", targets: ["Hypervisor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.1.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+    ],
+    targets: [
+        // C shims: constants and typed wrappers only, no logic.
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .target(name: "CCurl", linkerSettings: [.linkedLibrary("curl")]),
+        .target(name: "CKVM"),
+
+        .target(
+            name: "Catalog",
+            dependencies: ["CZstd", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSettings),
+        .target(
+            name: "StreamServer",
+            dependencies: [
+                "Catalog",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings),
+        .target(
+            name: "StreamClient",
+            dependencies: ["Catalog", "CCurl", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings),
+        .target(
+            name: "Hypervisor",
+            dependencies: ["CKVM", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings),
+        .executableTarget(
+            name: "streamvm",
+            dependencies: [
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings),
+
+        .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
+    ]
+)
