@@ -6,6 +6,20 @@ struct StreamVM: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamvm",
         abstract: "Publish VM appliances and stream-boot them over HTTP/2.",
-        subcommands: [KeygenCommand.self]
+        subcommands: [KeygenCommand.self, PublishCommand.self]
     )
+
+    static func main() async {
+        LoggingSetup.bootstrap()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
