@@ -67,5 +67,6 @@ let package = Package(
             swiftSettings: strictSettings),
 
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", .product(name: "Logging", package: "swift-log")]),
     ]
 )
