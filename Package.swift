@@ -68,5 +68,6 @@ let package = Package(
 
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
         .testTarget(name: "StreamServerTests", dependencies: ["StreamServer", "Catalog"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", .product(name: "Logging", package: "swift-log")]),
     ]
 )
