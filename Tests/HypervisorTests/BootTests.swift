@@ -100,7 +100,8 @@ struct BootParamsTests {
         #expect(UInt64(params.ramdiskImage) + 10_000 <= 64 << 20)
         #expect(try memory.read(at: UInt64(params.ramdiskImage), length: 10_000) == initrd)
         #expect(params.e820Entry(0) == E820Entry(address: 0, size: 0x9fc00, kind: .ram))
-        #expect(params.e820Entry(2) == E820Entry(address: 0x100000, size: (64 << 20) - 0x100000, kind: .ram))
+        #expect(params.e820Entry(2) == E820Entry(address: 0xe0000, size: 0x20000, kind: .reserved))
+        #expect(params.e820Entry(3) == E820Entry(address: 0x100000, size: (64 << 20) - 0x100000, kind: .ram))
         #expect(params.get(UInt16.self, at: 0x206) == 0x020f) // header copied from the image
     }
 
@@ -133,10 +134,11 @@ struct BootParamsTests {
         #expect(try memory.load(UInt32.self, at: 0x6000) == 0x336e_c578)
         #expect(try memory.load(UInt32.self, at: 0x600c) == 1) // nr_modules
         #expect(try memory.load(UInt64.self, at: 0x6018) == 0x20000) // cmdline_paddr
+        #expect(try memory.load(UInt64.self, at: 0x6020) == 0xe0000) // rsdp_paddr
         let modules = try memory.load(UInt64.self, at: 0x6010)
         let initrdAddress = try memory.load(UInt64.self, at: modules)
         #expect(try memory.read(at: initrdAddress, length: 3) == [1, 2, 3])
-        #expect(try memory.load(UInt32.self, at: 0x6030) == 3) // memmap_entries
+        #expect(try memory.load(UInt32.self, at: 0x6030) == 4) // memmap_entries: low RAM, EBDA, ACPI area, RAM from 1 MiB
 
         let plain = try BootLoader.load(.linux(kernel: syntheticELF(code: code, bss: 0, pvhEntry: nil), initrd: nil),
                                         commandLine: "", vcpuCount: 1, into: memory)
@@ -223,5 +225,67 @@ struct CPUIDPolicyTests {
         #expect(!entries.contains { $0.function == 0xd })
         #expect(entries.first { $0.function == 0xb }?.edx == 2)
         #expect(entries.first { $0.function == 0x8000_0001 }!.ecx & (1 << 2) == 0) // SVM
+    }
+}
+
+struct ACPITablesTests {
+    func checksumIsZero(_ bytes: [UInt8]) -> Bool { bytes.reduce(UInt8(0), &+) == 0 }
+    func u32(_ bytes: [UInt8], _ offset: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[offset + $1]) << (8 * $1) } }
+    func u64(_ bytes: [UInt8], _ offset: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(bytes[offset + $1]) << (8 * $1) } }
+
+    @Test func tablesChainFromTheRSDPWithValidChecksums() {
+        let tables = ACPITables(vcpuCount: 2)
+        #expect(Array(tables.rsdp[0..<8]) == Array("RSD PTR ".utf8))
+        #expect(checksumIsZero(Array(tables.rsdp[0..<20])) && checksumIsZero(tables.rsdp))
+        #expect(u64(tables.rsdp, 24) == ACPITables.xsdtAddress)
+        for table in [tables.xsdt, tables.fadt, tables.madt, tables.dsdt] {
+            #expect(checksumIsZero(table))
+            #expect(Int(u32(table, 4)) == table.count)
+        }
+        #expect(u64(tables.xsdt, 36) == ACPITables.fadtAddress)
+        #expect(u64(tables.xsdt, 44) == ACPITables.madtAddress)
+        #expect(tables.fadt.count == 276)
+        #expect(u64(tables.fadt, 140) == ACPITables.dsdtAddress)
+        #expect(u32(tables.fadt, 112) & (1 << 20) != 0) // hardware-reduced
+        #expect(tables.fadt[244] == 1 && u64(tables.fadt, 248) == 0x600) // sleep control in I/O space
+        #expect(tables.fadt[116] == 1 && u64(tables.fadt, 120) == 0x64 && tables.fadt[128] == 0xfe) // reset via i8042
+        // MADT: two enabled local APICs, then the IOAPIC with ID 2.
+        #expect(Array(tables.madt[44..<52]) == [0, 8, 0, 0, 1, 0, 0, 0])
+        #expect(Array(tables.madt[52..<60]) == [0, 8, 1, 1, 1, 0, 0, 0])
+        #expect(tables.madt[60] == 1 && tables.madt[62] == 2 && u32(tables.madt, 64) == 0xfec0_0000)
+        #expect(Array(tables.dsdt[36...]) == [0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x06, 0x02, 0x0a, 0x05, 0x0a, 0x05])
+    }
+
+    @Test func sleepControlPowersOffOnlyForSoftOffWithEnable() {
+        let requests = Locked(0)
+        let device = SleepControl(requestPowerOff: { requests.withLock { $0 += 1 } })
+        writeByte(device, 0, 5 << 2) // SLP_TYP without SLP_EN
+        writeByte(device, 0, (3 << 2) | 0x20) // S3, not supported
+        writeByte(device, 1, (5 << 2) | 0x20) // status register
+        #expect(requests.withLock { $0 } == 0)
+        writeByte(device, 0, (5 << 2) | 0x20)
+        #expect(requests.withLock { $0 } == 1)
+    }
+}
+
+struct AMLTests {
+    @Test func packageLengthsUseTheShortestEncoding() {
+        #expect(AML.packageLength(of: 10) == [11])
+        #expect(AML.packageLength(of: 62) == [63])
+        // 63 bytes of content + 2 length bytes = 65 = 0x41: low nibble 1 in byte 0, 0x4 in byte 1.
+        #expect(AML.packageLength(of: 63) == [0x41, 0x04])
+        // 5000 + 3 = 5003 = 0x138b needs two following bytes.
+        #expect(AML.packageLength(of: 5000) == [0x8b, 0x38, 0x01])
+    }
+
+    @Test func virtioDevicesAppearInTheDSDTWithTheirWindowAndInterrupt() {
+        let tables = ACPITables(vcpuCount: 1, virtioDevices: [ACPITables.MMIODevice(address: 0xd000_0000, length: 0x1000, gsi: 5)])
+        let dsdt = tables.dsdt
+        #expect(dsdt.reduce(UInt8(0), &+) == 0)
+        #expect(dsdt.firstRange(of: Array("LNRO0005\0".utf8)) != nil)
+        #expect(dsdt.firstRange(of: [0x86, 9, 0, 1, 0, 0, 0, 0xd0, 0, 0x10, 0, 0]) != nil)
+        #expect(dsdt.firstRange(of: [0x89, 6, 0, 3, 1, 5, 0, 0, 0]) != nil)
+        #expect(dsdt.firstRange(of: [0x10]) != nil && dsdt.firstRange(of: Array("\\_SB_".utf8)) != nil)
+        #expect(dsdt.firstRange(of: [0x5b, 0x82]) != nil)
     }
 }

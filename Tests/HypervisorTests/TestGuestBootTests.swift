@@ -93,6 +93,13 @@ struct TestGuestBootTests {
         #expect(Array(try Data(contentsOf: URL(fileURLWithPath: path))) == patternedDisk(sectors: 64))
     }
 
+    @Test func acpiSleepControlPowersOff() throws {
+        let (reason, console, _) = try bootTestGuest("acpi")
+        #expect(reason == .powerOff(code: 0), "console: \(console)")
+        #expect(console.contains("acpi: writing SLP_EN"))
+        #expect(!console.contains("FAIL"))
+    }
+
     @Test func i8042ResetEndsTheRunAsReboot() throws {
         let (reason, console, _) = try bootTestGuest("reset")
         #expect(reason == .reboot, "console: \(console)")

@@ -98,7 +98,8 @@ struct VirtioBlockTests {
     }
 
     @Test func readsAndWritesSectorsAndInterrupts() throws {
-        let (_, memory, transport, edges, path) = try makeDevice()
+        let (scratch, memory, transport, edges, path) = try makeDevice()
+        defer { withExtendedLifetime(scratch) {} }
         let driver = MMIODriver(transport: transport)
         driver.initialise(queueSize: 8)
         #expect(driver.read(0x70) == 15)
@@ -210,5 +211,42 @@ struct BlockBackendTests {
         let backend = try RawFileBackend(path: path, readOnly: true)
         #expect(backend.isReadOnly)
         #expect(throws: HypervisorError.self) { try [UInt8](repeating: 1, count: 512).withUnsafeBytes { try backend.write(at: 0, from: $0) } }
+    }
+}
+
+struct SnapshotStateTests {
+    @Test func virtioTransportStateRoundTripsThroughJSONAndKeepsWorking() throws {
+        let (scratch, memory, transport, _, path) = try VirtioBlockTests().makeDevice()
+        defer { withExtendedLifetime(scratch) {} }
+        let driver = MMIODriver(transport: transport)
+        driver.initialise(queueSize: 8)
+        var ring = DriverRing(memory: memory, size: 8)
+        #expect(try VirtioBlockTests().request(&ring, driver, type: 0, sector: 1, length: 512) == 0)
+        let encoded = try JSONEncoder().encode(transport.snapshot())
+        let saved = try JSONDecoder().decode(VirtioMMIOTransport.State.self, from: encoded)
+        #expect(saved == transport.snapshot())
+
+        // A fresh transport over the same memory picks up where the old one stopped.
+        let restored = VirtioMMIOTransport(device: VirtioBlock(backend: try RawFileBackend(path: path, readOnly: false)),
+                                           memory: memory, interrupt: EdgeCounter(), logger: Logger(label: "test"))
+        try restored.restore(saved)
+        #expect(restored.status == 15)
+        #expect(try VirtioBlockTests().request(&ring, MMIODriver(transport: restored), type: 0, sector: 2, length: 512) == 0)
+        #expect(try ring.usedIndex() == 2)
+        #expect(try memory.read(at: VirtioBlockTests.data, length: 512) == Array(patternedDisk(sectors: 3)[1024..<1536]))
+    }
+
+    @Test func serialStateRoundTrips() throws {
+        let serial = Serial8250(interrupt: EdgeCounter(), output: { _ in })
+        writeByte(serial, 3, 0x83)
+        writeByte(serial, 0, 0x01)
+        writeByte(serial, 3, 0x03)
+        writeByte(serial, 7, 0x5a)
+        serial.enqueueInput([0x41])
+        let saved = try JSONDecoder().decode(Serial8250.State.self, from: try JSONEncoder().encode(serial.snapshot()))
+        let copy = Serial8250(interrupt: EdgeCounter(), output: { _ in })
+        copy.restore(saved)
+        #expect(readByte(copy, 7) == 0x5a)
+        #expect(readByte(copy, 0) == 0x41)
     }
 }

@@ -75,11 +75,13 @@ struct VirtqueueTests {
         var ring = DriverRing(memory: memory, size: 4)
         try ring.setDescriptor(1, address: 0x20000, length: 8, flags: 0)
         var queue = ring.queue
+        var mismatches = 0
         for _ in 0..<70_000 {
             try ring.publish(1)
-            #expect(try queue.popAvailable(from: memory)?.head == 1)
+            if try queue.popAvailable(from: memory)?.head != 1 { mismatches += 1 }
             try queue.pushUsed(head: 1, length: 0, memory: memory)
         }
+        #expect(mismatches == 0)
         #expect(try ring.usedIndex() == UInt16(70_000 % 65_536))
     }
 

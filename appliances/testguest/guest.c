@@ -9,6 +9,7 @@
  *   mode=int3     execute int3 with a breakpoint handler installed
  *   mode=blkbench virtio-blk: `count=N` random 4 KiB reads, then `seqmib=M` MiB of 64 KiB sequential reads,
  *                 each phase between BENCH-... lines the VMM timestamps
+ *   mode=acpi     find the ACPI tables and power off through the FADT sleep control register
  *   mode=spin     print STREAMVM-READY, then spin forever (for host-side stop and timeout tests)
  * Every test prints STREAMVM-READY when it passed, then powers off with code 0 (1 on failure). */
 typedef unsigned char u8;
@@ -406,6 +407,34 @@ static int int3_test(void) {
     return failures;
 }
 
+/* ---- ACPI (ACPI 6.4 §5.2.5 RSDP, §5.2.8 XSDT, §5.2.9 FADT) ---- */
+static int acpi_poweroff(void) {
+    const u8 *rsdp = 0;
+    for (u64 a = 0xe0000; a < 0x100000; a += 16) {
+        if (starts_with((const char *)a, "RSD PTR ")) { rsdp = (const u8 *)a; break; }
+    }
+    check(rsdp != 0, "RSDP found in the BIOS area");
+    if (!rsdp) return failures;
+    const u8 *xsdt = (const u8 *)*(const u64 *)(rsdp + 24);
+    check(starts_with((const char *)xsdt, "XSDT"), "XSDT signature");
+    u32 length = *(const u32 *)(xsdt + 4);
+    const u8 *fadt = 0;
+    for (u32 offset = 36; offset + 8 <= length; offset += 8) {
+        const u8 *table = (const u8 *)*(const u64 *)(xsdt + offset);
+        if (starts_with((const char *)table, "FACP")) fadt = table;
+    }
+    check(fadt != 0, "FADT listed in the XSDT");
+    if (!fadt || failures) return failures;
+    u8 sum = 0;
+    for (u32 i = 0; i < *(const u32 *)(fadt + 4); i++) sum += fadt[i];
+    check(sum == 0, "FADT checksum");
+    u16 port = (u16)*(const u64 *)(fadt + 244 + 4);
+    puts_serial("acpi: writing SLP_EN to sleep control port "); put_hex(port); puts_serial("\n");
+    outb(port, (5 << 2) | (1 << 5));
+    check(0, "still running after ACPI power off");
+    return failures;
+}
+
 u64 guest_main(const char *cmdline, u64 ram_size) {
     puts_serial("streamvm test guest: ");
     puts_serial(cmdline);
@@ -424,6 +453,8 @@ u64 guest_main(const char *cmdline, u64 ram_size) {
         result = int3_test();
     } else if (word_is(mode, "blkbench")) {
         result = blk_bench(cmdline);
+    } else if (word_is(mode, "acpi")) {
+        result = acpi_poweroff();
     } else if (word_is(mode, "spin")) {
         puts_serial("STREAMVM-READY\n");
         for (;;) __asm__ volatile("pause");

@@ -38,9 +38,13 @@ public enum BootLoader {
     static let bzImage64BitEntryOffset: UInt64 = 0x200
     static let pageSize: UInt64 = 4096
 
-    public static func load(_ image: BootImage, commandLine: String, vcpuCount: Int, into memory: GuestMemory) throws -> BootEntry {
+    public static func load(_ image: BootImage, commandLine: String, vcpuCount: Int, virtioDevices: [ACPITables.MMIODevice] = [],
+                            into memory: GuestMemory) throws -> BootEntry {
         try LongMode.writeTables(into: memory)
         try memory.write(MPTable(vcpuCount: vcpuCount).bytes, at: GuestLayout.ebdaStart)
+        for table in ACPITables(vcpuCount: vcpuCount, virtioDevices: virtioDevices).placements {
+            try memory.write(table.bytes, at: table.address)
+        }
         let commandBytes = Array(commandLine.utf8)
         guard commandBytes.count < GuestLayout.commandLineCapacity, !commandBytes.contains(0) else {
             throw HypervisorError.invalidConfiguration("kernel command line is longer than \(GuestLayout.commandLineCapacity - 1) bytes or contains NUL")

@@ -15,11 +15,13 @@ public struct E820Entry: Equatable, Sendable {
         self.kind = kind
     }
 
-    /// The guest's map: low RAM up to the EBDA, the EBDA reserved (MP table), then RAM from 1 MiB,
+    /// The guest's map: low RAM up to the EBDA, the EBDA reserved (MP table), the BIOS area holding the
+    /// ACPI tables reserved, then RAM from 1 MiB,
     /// split around the 32-bit MMIO hole when RAM reaches it.
     public static func map(for memory: [GuestMemory.Region]) -> [E820Entry] {
         var entries = [E820Entry(address: 0, size: GuestLayout.ebdaStart, kind: .ram),
-                       E820Entry(address: GuestLayout.ebdaStart, size: GuestLayout.lowMemoryEnd - GuestLayout.ebdaStart, kind: .reserved)]
+                       E820Entry(address: GuestLayout.ebdaStart, size: GuestLayout.lowMemoryEnd - GuestLayout.ebdaStart, kind: .reserved),
+                       E820Entry(address: ACPITables.rsdpAddress, size: ACPITables.areaLength, kind: .reserved)]
         for region in memory {
             let start = max(region.guestAddress, GuestLayout.kernelLoadAddress)
             guard region.guestEnd > start else { continue }

@@ -55,10 +55,11 @@ struct ELFImage {
             let physical = try read(UInt64.self, base + 24)
             let fileSize = try read(UInt64.self, base + 32)
             let memorySize = try read(UInt64.self, base + 40)
-            guard offset <= UInt64(data.count), fileSize <= UInt64(data.count) - offset, fileSize <= memorySize else {
+            guard offset <= UInt64(data.count), fileSize <= UInt64(data.count) - offset else {
                 throw HypervisorError.invalidKernel("ELF segment \(index) lies outside the file")
             }
             if type == Self.programHeaderLoad {
+                guard fileSize <= memorySize else { throw HypervisorError.invalidKernel("ELF segment \(index) has more file than memory bytes") }
                 segments.append(Segment(fileOffset: Int(offset), fileSize: Int(fileSize), physicalAddress: physical, memorySize: memorySize))
             } else if type == Self.programHeaderNote {
                 // Notes: namesz, descsz, type, then name and desc, each padded to 4 bytes.

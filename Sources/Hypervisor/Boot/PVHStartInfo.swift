@@ -22,7 +22,7 @@ struct PVHStartInfo {
         bytes += MPTable.littleEndian(UInt32(ramdisk == nil ? 0 : 1))
         bytes += MPTable.littleEndian(ramdisk == nil ? UInt64(0) : moduleListAddress)
         bytes += MPTable.littleEndian(commandLineAddress)
-        bytes += MPTable.littleEndian(UInt64(0)) // rsdp_paddr: no ACPI
+        bytes += MPTable.littleEndian(ACPITables.rsdpAddress) // rsdp_paddr
         bytes += MPTable.littleEndian(memoryMapAddress)
         bytes += MPTable.littleEndian(UInt32(memoryMap.count)) + MPTable.littleEndian(UInt32(0))
         return bytes

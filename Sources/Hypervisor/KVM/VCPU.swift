@@ -91,6 +91,28 @@ public final class VCPU: @unchecked Sendable {
         }
     }
 
+    /// Local APIC LVT registers (SDM Vol. 3A §10.5.1, Figure 10-8): offsets in the APIC page and
+    /// the delivery-mode field (bits 8-10).
+    static let lvtLINT0Offset = 0x350
+    static let lvtLINT1Offset = 0x360
+    static let deliveryModeMask: UInt32 = 0x700
+    static let deliveryModeExtINT: UInt32 = 0x700
+    static let deliveryModeNMI: UInt32 = 0x400
+
+    /// Wires LINT0 to the 8259 PIC (ExtINT) and LINT1 to NMI, the "virtual wire" setup PC firmware
+    /// leaves and the MP table's local interrupt entries describe.
+    public func configureLocalInterrupts() throws {
+        var lapic = kvm_lapic_state()
+        try IOCTL.call(fd, CKVM_GET_LAPIC, "KVM_GET_LAPIC", &lapic)
+        withUnsafeMutableBytes(of: &lapic.regs) { registers in
+            for (offset, mode) in [(Self.lvtLINT0Offset, Self.deliveryModeExtINT), (Self.lvtLINT1Offset, Self.deliveryModeNMI)] {
+                let value = registers.loadUnaligned(fromByteOffset: offset, as: UInt32.self)
+                registers.storeBytes(of: (value & ~Self.deliveryModeMask) | mode, toByteOffset: offset, as: UInt32.self)
+            }
+        }
+        try IOCTL.call(fd, CKVM_SET_LAPIC, "KVM_SET_LAPIC", &lapic)
+    }
+
     /// Queues exception `vector` for delivery on the next entry (used to complete an `int3` that the
     /// host failed to emulate).
     public func injectException(vector: UInt8) throws {

@@ -13,18 +13,22 @@ public struct MachineConfiguration: Sendable {
     /// One virtio-blk device per backend, in order (Linux names them vda, vdb, ...).
     public var disks: [any BlockBackend]
     public var readyMarker: String
+    /// Also name virtio-mmio devices on the Linux command line (`virtio_mmio.device=`), for kernels
+    /// built without ACPI; they are always described in the ACPI DSDT.
+    public var announceVirtioOnCommandLine: Bool
     /// Receives every byte the guest writes to its serial console.
     public var consoleOutput: @Sendable (UInt8) -> Void
 
     public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage, commandLine: String = "",
                 disks: [any BlockBackend] = [], readyMarker: String = "STREAMVM-READY",
-                consoleOutput: @escaping @Sendable (UInt8) -> Void = { _ in }) {
+                announceVirtioOnCommandLine: Bool = true, consoleOutput: @escaping @Sendable (UInt8) -> Void = { _ in }) {
         self.memorySize = memorySize
         self.vcpuCount = vcpuCount
         self.image = image
         self.commandLine = commandLine
         self.disks = disks
         self.readyMarker = readyMarker
+        self.announceVirtioOnCommandLine = announceVirtioOnCommandLine
         self.consoleOutput = consoleOutput
     }
 }
@@ -92,11 +96,14 @@ public final class Machine: @unchecked Sendable {
         var ioBus = Bus()
         try ioBus.insert(serial, at: Serial8250.com1Port, length: Serial8250.windowLength)
         try ioBus.insert(I8042(requestReset: { owner.machine?.stop(.reboot) }), at: I8042.basePort, length: I8042.windowLength)
+        try ioBus.insert(SleepControl(requestPowerOff: { owner.machine?.stop(.powerOff(code: 0)) }),
+                         at: UInt64(ACPITables.sleepControlPort), length: SleepControl.windowLength)
         try ioBus.insert(PowerOffPort(requestPowerOff: { owner.machine?.stop(.powerOff(code: $0)) }),
                          at: PowerOffPort.port, length: PowerOffPort.windowLength)
         var mmioBus = Bus()
         var blockDevices: [VirtioMMIOTransport] = []
         var commandLine = configuration.commandLine
+        var acpiDevices: [ACPITables.MMIODevice] = []
         for (index, disk) in configuration.disks.enumerated() {
             let address = GuestLayout.virtioMMIOBase + UInt64(index) * GuestLayout.virtioMMIOStride
             let gsi = GuestLayout.virtioFirstGSI + UInt32(index)
@@ -104,15 +111,18 @@ public final class Machine: @unchecked Sendable {
                                                 interrupt: IRQChipLine(gsi: gsi, machine: virtualMachine), logger: logger)
             try mmioBus.insert(transport, at: address, length: GuestLayout.virtioMMIOStride)
             blockDevices.append(transport)
-            // Linux discovers virtio-mmio devices without ACPI/DT from this parameter (virtio_mmio.c).
-            if case .linux = configuration.image {
+            acpiDevices.append(ACPITables.MMIODevice(address: address, length: GuestLayout.virtioMMIOStride, gsi: gsi))
+            // Kernels with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES find the device from this parameter; others
+            // from the DSDT (ACPITables). A kernel that sees both logs one failed duplicate probe.
+            if case .linux = configuration.image, configuration.announceVirtioOnCommandLine {
                 commandLine += " virtio_mmio.device=4K@0x\(String(address, radix: 16)):\(gsi)"
             }
         }
         self.blockDevices = blockDevices
         dispatcher = ExitDispatcher(ioBus: ioBus, mmioBus: mmioBus)
 
-        let entry = try BootLoader.load(configuration.image, commandLine: commandLine, vcpuCount: configuration.vcpuCount, into: memory)
+        let entry = try BootLoader.load(configuration.image, commandLine: commandLine, vcpuCount: configuration.vcpuCount,
+                                        virtioDevices: acpiDevices, into: memory)
         let supported = try system.supportedCPUID()
         let policy = CPUIDPolicy(vcpuCount: configuration.vcpuCount)
         var vcpus: [VCPU] = []
@@ -141,6 +151,16 @@ public final class Machine: @unchecked Sendable {
 
     static func installKickHandler() { _ = kickHandlerInstalled }
 
+    /// Threads inherit their creator's signal mask, and Dispatch worker threads (where Swift
+    /// concurrency or a test runner may create the machine) block most signals; a vCPU thread must
+    /// accept the kick or a stop could never interrupt KVM_RUN.
+    static func unblockKickSignal() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, kickSignal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
     /// Runs the guest until it stops or `timeout` passes; returns why it stopped. Call once.
     public func run(timeout: Duration? = nil) -> StopReason {
         let alreadyStarted = started.withLock { value -> Bool in
@@ -150,6 +170,7 @@ public final class Machine: @unchecked Sendable {
         guard !alreadyStarted else { return .failure("a machine can only be run once") }
         for vcpu in vcpus {
             let thread = Thread { [self] in
+                Self.unblockKickSignal()
                 threadIDs.withLock { $0[vcpu.index] = pthread_self() }
                 runLoop(vcpu)
                 threadsFinished.signal()
@@ -191,6 +212,16 @@ public final class Machine: @unchecked Sendable {
             vcpu.requestImmediateExit()
             if let thread = threads[index] { pthread_kill(thread, Machine.kickSignal) }
         }
+    }
+
+    /// One line per vCPU with its instruction pointer and mode registers, for a failure report.
+    /// Only meaningful after `run` returned (a running vCPU holds its registers).
+    public func describeVCPUs() -> String {
+        vcpus.map { vcpu in
+            guard let regs = try? vcpu.registers(), let sregs = try? vcpu.specialRegisters() else { return "vcpu\(vcpu.index): registers unavailable" }
+            func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+            return "vcpu\(vcpu.index): rip=\(hex(regs.rip)) rsp=\(hex(regs.rsp)) rflags=\(hex(regs.rflags)) cr0=\(hex(sregs.cr0)) cr3=\(hex(sregs.cr3)) cr4=\(hex(sregs.cr4)) efer=\(hex(sregs.efer)) cs=\(hex(UInt64(sregs.cs.selector)))"
+        }.joined(separator: "\n")
     }
 
     private var isStopping: Bool { stopReason.withLock { $0 != nil } }

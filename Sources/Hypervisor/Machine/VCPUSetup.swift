@@ -25,6 +25,7 @@ enum VCPUSetup {
             do { try vcpu.setMSRs([msr]) } catch { refused.append(msr.index) }
         }
         try vcpu.resetFPU()
+        try vcpu.configureLocalInterrupts()
         guard let entry else { return refused } // application processors wait for INIT/SIPI
         let initial = try vcpu.specialRegisters()
         var regs = LongMode.registers(entry: entry.instructionPointer, rsi: entry.rsi, rdi: entry.rdi)

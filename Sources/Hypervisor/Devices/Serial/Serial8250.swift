@@ -33,7 +33,8 @@ public final class Serial8250: BusDevice {
     /// Bytes buffered from the host before input is dropped (a guest that never reads cannot grow us).
     static let inputCapacity = 4096
 
-    struct State {
+    /// Register state, as a Codable value for snapshots.
+    public struct State: Codable, Sendable, Equatable {
         var interruptEnable: UInt8 = 0
         var lineControl: UInt8 = 0x03 // 8 data bits, as after firmware
         var modemControl: UInt8 = 0x08 // OUT2: interrupts routed to the PIC
@@ -55,6 +56,12 @@ public final class Serial8250: BusDevice {
         self.interrupt = interrupt
         self.output = output
     }
+
+    /// The UART's state, to be saved with a snapshot.
+    public func snapshot() -> State { state.withLock { $0 } }
+
+    /// Replaces the UART's state with a saved one.
+    public func restore(_ saved: State) { state.withLock { $0 = saved } }
 
     /// Queues host keyboard input for the guest to read.
     public func enqueueInput(_ bytes: [UInt8]) {

@@ -44,7 +44,8 @@ public final class VirtioMMIOTransport: BusDevice {
     static let interruptUsedBuffer: UInt32 = 1
     static let interruptConfigurationChange: UInt32 = 2
 
-    struct State {
+    /// Everything the transport remembers, as a Codable value for snapshots (Firecracker's persist.rs idea).
+    public struct State: Codable, Sendable, Equatable {
         var deviceFeaturesSelect: UInt32 = 0
         var driverFeaturesSelect: UInt32 = 0
         var driverFeatures: UInt64 = 0
@@ -67,6 +68,17 @@ public final class VirtioMMIOTransport: BusDevice {
         self.interrupt = interrupt
         self.logger = logger
         state = Locked(State(queues: device.queueMaximumSizes.map(Virtqueue.init(maximumSize:))))
+    }
+
+    /// The transport's state, to be saved with a snapshot.
+    public func snapshot() -> State { state.withLock { $0 } }
+
+    /// Replaces the transport's state with a saved one (same device type and queue count).
+    public func restore(_ saved: State) throws {
+        guard saved.queues.map(\.maximumSize) == device.queueMaximumSizes else {
+            throw HypervisorError.invalidConfiguration("virtio snapshot has queues \(saved.queues.map(\.maximumSize)), device has \(device.queueMaximumSizes)")
+        }
+        state.withLock { $0 = saved }
     }
 
     var offeredFeatures: UInt64 { device.features | VirtioFeature.version1 }

@@ -35,7 +35,7 @@ public struct DescriptorChain: Equatable, Sendable {
 
 /// A split virtqueue (virtio 1.x §2.7) as the device sees it. All guest-controlled values — ring
 /// addresses, queue size, indices, descriptor fields — are read once and validated before use.
-public struct Virtqueue: Sendable, Equatable {
+public struct Virtqueue: Sendable, Equatable, Codable {
     /// Descriptor flags (virtio 1.x §2.7.5).
     static let flagNext: UInt16 = 1
     static let flagWrite: UInt16 = 2

@@ -17,6 +17,7 @@ public final class VirtioBlock: VirtioDevice {
     static let statusIOError: UInt8 = 1
     static let statusUnsupported: UInt8 = 2
     // Feature bits (§5.2.3).
+    static let featureSizeMaximum: UInt64 = 1 << 1
     static let featureSegmentMaximum: UInt64 = 1 << 2
     static let featureReadOnly: UInt64 = 1 << 5
     static let featureFlush: UInt64 = 1 << 9
@@ -25,8 +26,10 @@ public final class VirtioBlock: VirtioDevice {
     /// Largest data payload one request may move; longer requests get an I/O error instead of tying
     /// up the vCPU thread (Linux sends at most seg_max × PAGE_SIZE).
     static let maximumRequestBytes = 4 << 20
-    /// seg_max offered in configuration space: data segments per request.
+    /// seg_max and size_max offered in configuration space: at most 126 data segments of 32 KiB, so a
+    /// driver never builds a request above `maximumRequestBytes`.
     static let segmentMaximum: UInt32 = 126
+    static let segmentSizeMaximum: UInt32 = 32 << 10
 
     public let backend: any BlockBackend
     public let identifier: String
@@ -38,14 +41,14 @@ public final class VirtioBlock: VirtioDevice {
     }
 
     public var features: UInt64 {
-        Self.featureFlush | Self.featureSegmentMaximum | (backend.isReadOnly ? Self.featureReadOnly : 0)
+        Self.featureFlush | Self.featureSizeMaximum | Self.featureSegmentMaximum | (backend.isReadOnly ? Self.featureReadOnly : 0)
     }
 
     var capacitySectors: UInt64 { backend.size / Self.sectorSize }
 
     /// Configuration layout (§5.2.4): capacity u64 at 0, size_max u32 at 8, seg_max u32 at 12.
     var configurationBytes: [UInt8] {
-        MPTable.littleEndian(capacitySectors) + MPTable.littleEndian(UInt32(0)) + MPTable.littleEndian(Self.segmentMaximum)
+        MPTable.littleEndian(capacitySectors) + MPTable.littleEndian(Self.segmentSizeMaximum) + MPTable.littleEndian(Self.segmentMaximum)
     }
 
     public func readConfiguration(offset: Int, into data: UnsafeMutableRawBufferPointer) {
