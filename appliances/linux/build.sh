@@ -151,8 +151,25 @@ build_disk() { # <work dir>
     printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
     printf 'streamvm-linux\n' >"$root/etc/hostname"
     generate_data "$root"
+    smoke_test_workload "$root" "$work"
     normalize_times "$root"
     make_ext4_image "$root" "$work/disk.img" "$DISK_MIB" streamvm-root
+}
+
+# Runs the application's start and session on this host in a chroot of a hard-linked copy of the
+# root (busybox is static, so it runs here), so a missing applet or a typo fails the build instead
+# of a guest boot in the lab minutes later. Writes go to the copy's own /tmp, not the image.
+smoke_test_workload() { # <root dir> <work dir>
+    local root=$1 test=$2/smoke-root
+    rm -rf "$test"
+    cp -al "$root" "$test"
+    rm -rf "$test/tmp" && mkdir -m 1777 "$test/tmp"
+    if ! chroot "$test" /bin/sh -c 'export PATH=/bin:/opt/app/bin THINK_TIME=0; app-start && app-session' >"$2/smoke.log" 2>&1 ||
+        grep -q FAILED "$2/smoke.log"; then
+        cat "$2/smoke.log" >&2
+        die "the appliance workload failed in a chroot on this host (above)"
+    fi
+    rm -rf "$test"
 }
 
 write_appliance_json() { # <work dir>
