@@ -16,7 +16,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-LOG_PREFIX=appliances/linux/build-microvm-kernel.sh
+export LOG_PREFIX=appliances/linux/build-microvm-kernel.sh
 # shellcheck source=../../scripts/lib/common.sh
 source "$repo/scripts/lib/common.sh"
 

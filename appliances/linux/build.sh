@@ -13,7 +13,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-LOG_PREFIX=appliances/linux/build.sh
+export LOG_PREFIX=appliances/linux/build.sh
 # shellcheck source=../../scripts/lib/common.sh
 source "$repo/scripts/lib/common.sh"
 
@@ -24,8 +24,10 @@ readonly MEMORY_MIB=256
 readonly VCPUS=1
 # Kernel command line (the VMM appends its virtio_mmio.device= entries; see README.md):
 #  console=ttyS0                  the 8250 UART at 0x3f8, IRQ 4
-#  reboot=k panic=-1              a panic reboots at once through the keyboard controller (i8042
-#                                 reset), so a VMM or QEMU -no-reboot ends the run instead of hanging
+#  reboot=t panic=-1              a reboot (and a panic, at once) is a triple fault: KVM reports
+#                                 KVM_EXIT_SHUTDOWN, QEMU -no-reboot exits, our VMM ends the run.
+#                                 Not reboot=k: with no i8042 (QEMU microvm) Linux falls through to
+#                                 a real-mode jump to the firmware, which boots the guest again, forever.
 #  pci=off                        there is no PCI bus; skip probing it
 #  i8042.*                        no mouse/mux/PnP probing of the i8042 (only its reset line is used)
 #  noxsave clearcpuid=...         needed on the PVM development host (its KVM fails to emulate
@@ -37,7 +39,7 @@ readonly VCPUS=1
 #  quiet                          kernel messages only from warnings up: every console byte is a
 #                                 VM exit (an 8250 write), which is cheap on hardware but costs
 #                                 about a minute of boot in the lab's nested KVM. Drop it to debug.
-readonly KERNEL_CMDLINE="console=ttyS0 quiet reboot=k panic=-1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd noxsave clearcpuid=smap,popcnt,cx16"
+readonly KERNEL_CMDLINE="console=ttyS0 quiet reboot=t panic=-1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd noxsave clearcpuid=smap,popcnt,cx16"
 readonly DISK_MIB=64
 # Modules the initramfs loads (ext4, jbd2, crc16, crc32c are built into Debian's cloud kernel;
 # virtio, virtio_ring, virtio_mmio and virtio_blk are =m). Dependencies are resolved from modules.dep.
@@ -103,6 +105,7 @@ build_initrd() { # <release> <work dir>
     mkdir -p "$root"/{dev,proc,sys,newroot} "$modules"
     install_busybox "$root"
     : >"$modules/load-order"
+    # shellcheck disable=SC2086 # a list of module names
     for module in $(module_closure "$release" $INITRD_MODULES); do
         install -D -m 0644 "/lib/modules/$release/$module" "$modules/$module"
         # Drop the appended signature: not required (MODULE_SIG_FORCE is off), and checking it

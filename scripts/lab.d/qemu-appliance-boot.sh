@@ -60,7 +60,12 @@ while [ "$i" -le "$runs" ]; do
     kill "$(cat /tmp/qemu-boot-tail.pid)" 2>/dev/null
     ready_json=null
     [ -n "$ready" ] && ready_json=$(seconds "$ready")
-    if [ -z "$ready" ] || ! grep -q '^STREAMVM-DONE status=0' "$log"; then
+    session_ok=1
+    case " $extra_args " in
+        *" streamvm.session=0 "*) ;;   # boot-only run: no session, so no STREAMVM-DONE
+        *) grep -q '^STREAMVM-DONE status=0' "$log" || session_ok=0 ;;
+    esac
+    if [ -z "$ready" ] || [ "$session_ok" = 0 ]; then
         failures=$((failures + 1))
         echo "QEMU-BOOT run=$i FAILED (qemu status $status)"
         sed 's/^/    stderr| /' /tmp/qemu-boot-$i.stderr
