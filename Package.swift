@@ -51,7 +51,11 @@ let package = Package(
             swiftSettings: strictSettings),
         .target(
             name: "StreamClient",
-            dependencies: ["Catalog", "CCurl", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Catalog", "CCurl",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings),
         .target(
             name: "Hypervisor",
@@ -67,5 +71,8 @@ let package = Package(
             swiftSettings: strictSettings),
 
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
+        .testTarget(
+            name: "StreamClientTests",
+            dependencies: ["StreamClient", "Catalog", "CCurl", .product(name: "Logging", package: "swift-log")]),
     ]
 )
