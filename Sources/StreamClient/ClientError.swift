@@ -13,6 +13,8 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
     case overlayMismatch(path: String, problem: String)
     case staleCatalog(origin: String, generation: Int, minimum: Int)
     case io(path: String, errno: Int32)
+    /// A benchmark helper (nginx, curl) failed.
+    case benchmark(String)
 
     public var description: String {
         switch self {
@@ -36,6 +38,8 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
             return "\(origin) serves catalogue generation \(generation), older than \(minimum) already seen; refusing to roll back"
         case .io(let path, let errno):
             return "\(path): \(String(cString: strerror(errno)))"
+        case .benchmark(let problem):
+            return "benchmark: \(problem)"
         }
     }
 }
