@@ -53,7 +53,6 @@ let package = Package(
             name: "StreamClient",
             dependencies: [
                 "Catalog", "CCurl",
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings),
@@ -71,8 +70,10 @@ let package = Package(
             swiftSettings: strictSettings),
 
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
+        .testTarget(name: "StreamServerTests", dependencies: ["StreamServer", "Catalog"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "StreamClientTests",
-            dependencies: ["StreamClient", "Catalog", "CCurl", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["StreamClient", "StreamServer", "Catalog", "CCurl", .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -3,7 +3,9 @@ import Foundation
 /// Crash-safe file replacement: write a temp file beside the target, fsync it, rename it over the
 /// target, fsync the directory. A reader sees the old file or the new one, never a torn one.
 public enum AtomicFile {
-    public static func write(_ data: some ContiguousBytes, to path: String, mode: mode_t = 0o644) throws {
+    /// With `durable: false` the fsyncs are left to the caller, who batches them with `syncFileSystem`
+    /// (the publisher writes thousands of chunks; one fsync each would dominate its run time).
+    public static func write(_ data: some ContiguousBytes, to path: String, mode: mode_t = 0o644, durable: Bool = true) throws {
         let directory = (path as NSString).deletingLastPathComponent
         try makeDirectories(directory)
         let temp = "\(directory)/.tmp-\((path as NSString).lastPathComponent)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -26,11 +28,20 @@ public enum AtomicFile {
                     offset += n
                 }
             }
-            guard fsync(fd) == 0 else { throw CatalogError.io(path: temp, errno: errno) }
+            if durable { guard fsync(fd) == 0 else { throw CatalogError.io(path: temp, errno: errno) } }
         }
         guard rename(temp, path) == 0 else { throw CatalogError.io(path: path, errno: errno) }
         succeeded = true
-        try syncDirectory(directory)
+        if durable { try syncDirectory(directory) }
+    }
+
+    /// Flushes every file of the file system holding `path` (syncfs(2)): the durability point for a
+    /// batch of non-durable writes.
+    public static func syncFileSystem(containing path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw CatalogError.io(path: path, errno: errno) }
+        defer { close(fd) }
+        guard systemSyncFileSystem(fd) == 0 else { throw CatalogError.io(path: path, errno: errno) }
     }
 
     /// fsync on a directory makes a rename inside it durable.
@@ -50,3 +61,7 @@ public enum AtomicFile {
         }
     }
 }
+
+/// glibc declares syncfs(2) only under _GNU_SOURCE, which Swift's Glibc module does not define.
+@_silgen_name("syncfs")
+private func systemSyncFileSystem(_ fd: Int32) -> Int32

@@ -34,10 +34,15 @@ public final class CatalogDirectory: @unchecked Sendable {
     /// Stores an object atomically. Content-addressed objects already present are left untouched.
     /// Returns whether bytes were written.
     @discardableResult
-    public func write(_ object: CatalogObject, data: some ContiguousBytes) throws -> Bool {
+    public func write(_ object: CatalogObject, data: some ContiguousBytes, durable: Bool = true) throws -> Bool {
         if object != .catalog && contains(object) { return false }
-        try AtomicFile.write(data, to: filePath(object))
+        try AtomicFile.write(data, to: filePath(object), durable: durable)
         return true
+    }
+
+    /// Replaces a content-addressed object that failed verification (the only time one is overwritten).
+    public func repair(_ object: CatalogObject, data: some ContiguousBytes) throws {
+        try AtomicFile.write(data, to: filePath(object))
     }
 
     /// Reads and verifies catalog.json; an absent file is an empty catalogue.

@@ -91,3 +91,15 @@ public struct Digest: Hashable, Comparable, Sendable, Codable, CustomStringConve
 
 /// A chunk is named by the SHA-256 of its uncompressed bytes.
 public typealias ChunkID = Digest
+
+/// Incremental SHA-256 for data that arrives in pieces (whole artifacts, downloads), so callers need
+/// not import Crypto, whose `Digest` protocol would shadow ours.
+public struct StreamingDigest {
+    private var hasher = SHA256()
+
+    public init() {}
+
+    public mutating func update(_ buffer: UnsafeRawBufferPointer) { hasher.update(bufferPointer: buffer) }
+    public mutating func update(_ data: some DataProtocol) { hasher.update(data: data) }
+    public func finalize() -> Digest { Digest(bytes: hasher.finalize()) }
+}

@@ -23,14 +23,15 @@ public final class ApplianceDownloader: Sendable {
         self.logger = logger
     }
 
-    public func download(_ reference: String, into directory: String, progress: ProgressBar? = nil) async throws -> Report {
+    public func download(_ reference: String, into directory: String, progress handler: ProgressHandler? = nil) async throws -> Report {
+        let progress = ProgressTally(handler)
         let client = loader.client
         let (catalog, _) = try await client.loadCatalog()
         let resolved = try catalog.index.resolve(reference)
         let (manifest, _) = try await client.loadManifest(resolved.entry.manifest)
         let dictionaries = try await client.loadDictionaries(for: manifest)
         try AtomicFile.makeDirectories(directory)
-        progress?.add(total: manifest.artifacts.reduce(0) { total, artifact in
+        progress.add(total: manifest.artifacts.reduce(0) { total, artifact in
             total + artifact.chunks.reduce(0) { $0 + ($1?.stored ?? 0) }
         })
         var report = Report(appliance: resolved.name, version: resolved.version, files: [], bytesWritten: 0, chunksFetched: 0)
@@ -46,12 +47,11 @@ public final class ApplianceDownloader: Sendable {
         try AtomicFile.write(try encoder.encode(manifest.config), to: "\(directory)/appliance.json")
         report.files.append("appliance.json")
         report.chunksFetched = fetched.value
-        progress?.finish()
         return report
     }
 
     private func write(_ artifact: Artifact, of manifest: Manifest, dictionaries: [ZstdDictionary], to target: String,
-                       progress: ProgressBar?, fetched: ByteCounter) async throws {
+                       progress: ProgressTally, fetched: ByteCounter) async throws {
         let temp = "\((target as NSString).deletingLastPathComponent)/.tmp-\((target as NSString).lastPathComponent)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ClientError.io(path: temp, errno: errno) }
@@ -70,7 +70,7 @@ public final class ApplianceDownloader: Sendable {
                                                priority: .prefetch(rank: Double(job.index)))
             try loaded.bytes.withUnsafeBytes { try pwriteFully(fd, $0, offset: job.index * manifest.chunkSize, path: temp) }
             if loaded.fetched { fetched.add(1) }
-            progress?.advance(job.ref.stored)
+            progress.advance(job.ref.stored)
         }
         // Every chunk was verified; the whole-file digest also proves the manifest's chunk order.
         let actual = try Self.digest(fd: fd, size: artifact.size, path: temp)
@@ -84,7 +84,7 @@ public final class ApplianceDownloader: Sendable {
     }
 
     static func digest(fd: Int32, size: Int, path: String) throws -> Digest {
-        var hasher = IncrementalSHA256()
+        var hasher = StreamingDigest()
         let block = 4 << 20
         var buffer = [UInt8](repeating: 0, count: block)
         var offset = 0

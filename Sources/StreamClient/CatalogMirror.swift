@@ -39,7 +39,8 @@ public final class CatalogMirror: Sendable {
     }
 
     /// Mirrors `appliances` (`name` or `name@version`; nil or empty = every version of everything).
-    public func run(appliances: [String]?, progress: ProgressBar? = nil) async throws -> Report {
+    public func run(appliances: [String]?, progress: ProgressHandler? = nil) async throws -> Report {
+        let progress = ProgressTally(progress)
         removeAbandonedTempFiles()
         var report = Report()
         var minimumGeneration = 0
@@ -95,7 +96,7 @@ public final class CatalogMirror: Sendable {
 
         let missing = jobs.values.filter { !destination.contains(.chunk($0.ref.id)) }.sorted { $0.ref.id < $1.ref.id }
         report.chunksPresent = jobs.count - missing.count
-        progress?.add(total: missing.reduce(0) { $0 + $1.ref.stored })
+        progress.add(total: missing.reduce(0) { $0 + $1.ref.stored })
         let counter = ByteCounter()
         let frozenDictionaries = loadedDictionaries
         let ranked = missing.enumerated().map { (rank: Double($0.offset), job: $0.element) }
@@ -106,7 +107,7 @@ public final class CatalogMirror: Sendable {
                                                    ticket: FetchTicket(priority: .prefetch(rank: item.rank)))
             try destination.write(.chunk(job.ref.id), data: chunk.frame)
             counter.add(chunk.frame.count)
-            progress?.advance(chunk.frame.count)
+            progress.advance(chunk.frame.count)
         }
         report.chunksFetched = missing.count
         report.bytesFetched = counter.value
@@ -119,7 +120,6 @@ public final class CatalogMirror: Sendable {
         }
         report.manifests = manifests.count
         try destination.write(.catalog, data: catalogBytes)
-        progress?.finish()
         return report
     }
 

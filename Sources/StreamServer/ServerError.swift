@@ -6,6 +6,9 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
     case emptyArtifact(path: String)
     case unreadableArtifact(path: String, errno: Int32)
     case invalidApplianceConfig(path: String, problem: String)
+    case artifactChanged(path: String)
+    case catalogKeyMismatch(path: String)
+    case versionConflict(appliance: String, version: String)
 
     public var description: String {
         switch self {
@@ -13,6 +16,11 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
         case .emptyArtifact(let path): return "\(path): artifact is empty"
         case .unreadableArtifact(let path, let errno): return "\(path): cannot read: \(String(cString: strerror(errno)))"
         case .invalidApplianceConfig(let path, let problem): return "\(path): \(problem)"
+        case .artifactChanged(let path): return "\(path): file shrank while it was being published; publish again once it is stable"
+        case .catalogKeyMismatch(let path):
+            return "\(path): the catalogue is signed by another key (or unsigned); publish with the key that signed it"
+        case .versionConflict(let appliance, let version):
+            return "\(appliance)@\(version) is already published with different content; publish it under a new version"
         }
     }
 }

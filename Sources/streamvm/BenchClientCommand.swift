@@ -2,14 +2,6 @@ import ArgumentParser
 import Foundation
 import StreamClient
 
-/// `streamvm bench …`: benchmarks. Other modules add their own subcommands here.
-struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "bench",
-        abstract: "Measure StreamVM's performance and write JSON.",
-        subcommands: [BenchClientCommand.self])
-}
-
 struct BenchClientCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "client",

@@ -85,8 +85,5 @@ func printJSON(_ value: some Encodable) throws {
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
-func commandLogger(_ label: String) -> Logger {
-    var logger = Logger(label: label)
-    logger.logLevel = ProcessInfo.processInfo.environment["STREAMVM_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
-    return logger
-}
+/// Loggers of client commands; the level comes from `LoggingSetup` (STREAMVM_LOG_LEVEL).
+func commandLogger(_ label: String) -> Logger { Logger(label: label) }

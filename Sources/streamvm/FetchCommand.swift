@@ -23,8 +23,9 @@ struct FetchCommand: AsyncParsableCommand {
         let catalogClient = try client.makeClient(primary: [origin], logger: logger)
         defer { catalogClient.fetcher.shutdown() }
         let loader = ChunkLoader(client: catalogClient, cache: noCache ? nil : try client.makeCache(logger: logger))
-        let report = try await ApplianceDownloader(loader: loader, logger: logger)
-            .download(appliance, into: outDir, progress: ProgressBar(label: "fetch", totalBytes: 0))
+        let bar = TerminalProgressBar(label: "fetch")
+        let report = try await ApplianceDownloader(loader: loader, logger: logger).download(appliance, into: outDir, progress: bar.handler)
+        bar.finish()
         try printJSON(report)
     }
 }

@@ -24,7 +24,9 @@ struct MirrorCommand: AsyncParsableCommand {
         defer { catalogClient.fetcher.shutdown() }
         let destination = try CatalogDirectory(root: catalogDir, create: true)
         let mirror = CatalogMirror(client: catalogClient, destination: destination, logger: logger)
-        let report = try await mirror.run(appliances: appliance, progress: ProgressBar(label: "mirror", totalBytes: 0))
+        let bar = TerminalProgressBar(label: "mirror")
+        let report = try await mirror.run(appliances: appliance, progress: bar.handler)
+        bar.finish()
         try printJSON(report)
     }
 }

@@ -6,6 +6,21 @@ struct StreamVM: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamvm",
         abstract: "Publish VM appliances and stream-boot them over HTTP/2.",
-        subcommands: [KeygenCommand.self, MirrorCommand.self, FetchCommand.self, CacheCommand.self, BenchCommand.self]
+        subcommands: [KeygenCommand.self, PublishCommand.self, MirrorCommand.self, FetchCommand.self, CacheCommand.self,
+                      BenchCommand.self]
     )
+
+    static func main() async {
+        LoggingSetup.bootstrap()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

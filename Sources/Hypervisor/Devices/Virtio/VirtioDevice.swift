@@ -1,0 +1,34 @@
+/// A virtio device model behind a transport (virtio 1.x §5): its identity, features, configuration
+/// space and what it does with its queues. The transport owns the queues and negotiation.
+public protocol VirtioDevice: AnyObject, Sendable {
+    /// Device ID (virtio 1.x §5, e.g. 2 for block).
+    var deviceType: UInt32 { get }
+    /// Device-specific feature bits; the transport adds VIRTIO_F_VERSION_1.
+    var features: UInt64 { get }
+    /// Maximum size of each queue; the count is the number of queues.
+    var queueMaximumSizes: [UInt16] { get }
+    /// Reads device configuration space at `offset` (any width); out-of-range bytes read as 0.
+    func readConfiguration(offset: Int, into data: UnsafeMutableRawBufferPointer)
+    /// Writes device configuration space; read-only fields ignore writes.
+    func writeConfiguration(offset: Int, from data: UnsafeRawBufferPointer)
+    /// Serves every available request on queue `index`; returns whether any were completed.
+    func processQueue(_ index: Int, queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool
+    /// Forgets negotiated state (device reset, virtio 1.x §2.1.2).
+    func reset()
+}
+
+/// Feature bits defined for every device type (virtio 1.x §6).
+public enum VirtioFeature {
+    /// VIRTIO_F_VERSION_1 (bit 32): the modern interface this transport implements.
+    public static let version1: UInt64 = 1 << 32
+}
+
+/// Device status bits (virtio 1.x §2.1).
+public enum VirtioStatus {
+    public static let acknowledge: UInt32 = 1
+    public static let driver: UInt32 = 2
+    public static let driverOK: UInt32 = 4
+    public static let featuresOK: UInt32 = 8
+    public static let deviceNeedsReset: UInt32 = 64
+    public static let failed: UInt32 = 128
+}

@@ -1,0 +1,214 @@
+import Logging
+
+/// The virtio-mmio transport, version 2 ("modern", virtio 1.x §4.2.2): a 4 KiB register window per
+/// device. It negotiates features, holds the queue configuration the driver writes, turns queue
+/// notifications into device work, and raises the device's interrupt.
+///
+/// A misbehaving driver gets a defined answer: writes at the wrong time or width are ignored, invalid
+/// queue setups are refused (QueueReady stays 0), and a corrupt ring puts the device into
+/// DEVICE_NEEDS_RESET until the driver resets it.
+public final class VirtioMMIOTransport: BusDevice {
+    // Register offsets (virtio 1.x §4.2.2, Table "MMIO Device Register Layout").
+    static let magicValueRegister: UInt64 = 0x000
+    static let versionRegister: UInt64 = 0x004
+    static let deviceIDRegister: UInt64 = 0x008
+    static let vendorIDRegister: UInt64 = 0x00c
+    static let deviceFeaturesRegister: UInt64 = 0x010
+    static let deviceFeaturesSelectRegister: UInt64 = 0x014
+    static let driverFeaturesRegister: UInt64 = 0x020
+    static let driverFeaturesSelectRegister: UInt64 = 0x024
+    static let queueSelectRegister: UInt64 = 0x030
+    static let queueSizeMaximumRegister: UInt64 = 0x034
+    static let queueSizeRegister: UInt64 = 0x038
+    static let queueReadyRegister: UInt64 = 0x044
+    static let queueNotifyRegister: UInt64 = 0x050
+    static let interruptStatusRegister: UInt64 = 0x060
+    static let interruptAcknowledgeRegister: UInt64 = 0x064
+    static let statusRegister: UInt64 = 0x070
+    static let queueDescriptorLowRegister: UInt64 = 0x080
+    static let queueDescriptorHighRegister: UInt64 = 0x084
+    static let queueDriverLowRegister: UInt64 = 0x090
+    static let queueDriverHighRegister: UInt64 = 0x094
+    static let queueDeviceLowRegister: UInt64 = 0x0a0
+    static let queueDeviceHighRegister: UInt64 = 0x0a4
+    static let configGenerationRegister: UInt64 = 0x0fc
+    static let configurationSpace: UInt64 = 0x100
+    static let windowSize: UInt64 = 0x1000
+
+    /// "virt" little-endian.
+    static let magicValue: UInt32 = 0x7472_6976
+    static let modernVersion: UInt32 = 2
+    /// Vendor ID reported to the driver ("SVM\0"); drivers do not interpret it.
+    static let vendorID: UInt32 = 0x004d_5653
+    /// InterruptStatus bits (§4.2.2): used buffer notification, configuration change.
+    static let interruptUsedBuffer: UInt32 = 1
+    static let interruptConfigurationChange: UInt32 = 2
+
+    struct State {
+        var deviceFeaturesSelect: UInt32 = 0
+        var driverFeaturesSelect: UInt32 = 0
+        var driverFeatures: UInt64 = 0
+        var queueSelect: UInt32 = 0
+        var queues: [Virtqueue]
+        var interruptStatus: UInt32 = 0
+        var status: UInt32 = 0
+        var configGeneration: UInt32 = 0
+    }
+
+    public let device: any VirtioDevice
+    let memory: GuestMemory
+    private let interrupt: any InterruptLine
+    private let logger: Logger
+    private let state: Locked<State>
+
+    public init(device: any VirtioDevice, memory: GuestMemory, interrupt: any InterruptLine, logger: Logger) {
+        self.device = device
+        self.memory = memory
+        self.interrupt = interrupt
+        self.logger = logger
+        state = Locked(State(queues: device.queueMaximumSizes.map(Virtqueue.init(maximumSize:))))
+    }
+
+    var offeredFeatures: UInt64 { device.features | VirtioFeature.version1 }
+
+    /// Current device status register (for tests and diagnostics).
+    public var status: UInt32 { state.withLock { $0.status } }
+    public var interruptStatus: UInt32 { state.withLock { $0.interruptStatus } }
+
+    public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
+        if offset >= Self.configurationSpace {
+            device.readConfiguration(offset: Int(offset - Self.configurationSpace), into: data)
+            return
+        }
+        // Control registers are 32-bit, aligned (§4.2.2.2); anything else reads as 0.
+        guard data.count == 4, offset % 4 == 0 else {
+            data.storeLittleEndian(0)
+            return
+        }
+        let value: UInt32 = state.withLock { state in
+            switch offset {
+            case Self.magicValueRegister: return Self.magicValue
+            case Self.versionRegister: return Self.modernVersion
+            case Self.deviceIDRegister: return device.deviceType
+            case Self.vendorIDRegister: return Self.vendorID
+            case Self.deviceFeaturesRegister:
+                switch state.deviceFeaturesSelect {
+                case 0: return UInt32(truncatingIfNeeded: offeredFeatures)
+                case 1: return UInt32(truncatingIfNeeded: offeredFeatures >> 32)
+                default: return 0
+                }
+            case Self.queueSizeMaximumRegister:
+                return state.queues.indices.contains(Int(state.queueSelect)) ? UInt32(state.queues[Int(state.queueSelect)].maximumSize) : 0
+            case Self.queueReadyRegister:
+                return state.queues.indices.contains(Int(state.queueSelect)) && state.queues[Int(state.queueSelect)].isReady ? 1 : 0
+            case Self.interruptStatusRegister: return state.interruptStatus
+            case Self.statusRegister: return state.status
+            case Self.configGenerationRegister: return state.configGeneration
+            default: return 0
+            }
+        }
+        data.storeLittleEndian(UInt64(value))
+    }
+
+    public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
+        if offset >= Self.configurationSpace {
+            device.writeConfiguration(offset: Int(offset - Self.configurationSpace), from: data)
+            return
+        }
+        guard data.count == 4, offset % 4 == 0 else { return }
+        let value = UInt32(truncatingIfNeeded: data.littleEndianValue)
+        var raise = false
+        state.withLock { state in
+            let selected = Int(state.queueSelect)
+            // Queue registers may change only while that queue is not ready (§4.2.2.3).
+            func configureQueue(_ change: (inout Virtqueue) -> Void) {
+                guard state.queues.indices.contains(selected), !state.queues[selected].isReady,
+                      state.status & VirtioStatus.featuresOK != 0, state.status & VirtioStatus.driverOK == 0 else { return }
+                change(&state.queues[selected])
+            }
+            switch offset {
+            case Self.deviceFeaturesSelectRegister: state.deviceFeaturesSelect = value
+            case Self.driverFeaturesSelectRegister: state.driverFeaturesSelect = value
+            case Self.driverFeaturesRegister:
+                // Only while negotiating (after DRIVER, before FEATURES_OK: §3.1.1).
+                guard state.status & VirtioStatus.driver != 0, state.status & VirtioStatus.featuresOK == 0 else { return }
+                switch state.driverFeaturesSelect {
+                case 0: state.driverFeatures = (state.driverFeatures & 0xffff_ffff_0000_0000) | UInt64(value)
+                case 1: state.driverFeatures = (state.driverFeatures & 0xffff_ffff) | (UInt64(value) << 32)
+                default: break
+                }
+            case Self.queueSelectRegister: state.queueSelect = value
+            case Self.queueSizeRegister: configureQueue { $0.size = UInt16(truncatingIfNeeded: value) }
+            case Self.queueDescriptorLowRegister: configureQueue { $0.descriptorTable = ($0.descriptorTable & ~0xffff_ffff) | UInt64(value) }
+            case Self.queueDescriptorHighRegister: configureQueue { $0.descriptorTable = ($0.descriptorTable & 0xffff_ffff) | (UInt64(value) << 32) }
+            case Self.queueDriverLowRegister: configureQueue { $0.availableRing = ($0.availableRing & ~0xffff_ffff) | UInt64(value) }
+            case Self.queueDriverHighRegister: configureQueue { $0.availableRing = ($0.availableRing & 0xffff_ffff) | (UInt64(value) << 32) }
+            case Self.queueDeviceLowRegister: configureQueue { $0.usedRing = ($0.usedRing & ~0xffff_ffff) | UInt64(value) }
+            case Self.queueDeviceHighRegister: configureQueue { $0.usedRing = ($0.usedRing & 0xffff_ffff) | (UInt64(value) << 32) }
+            case Self.queueReadyRegister:
+                guard state.queues.indices.contains(selected) else { return }
+                if value == 0 {
+                    state.queues[selected].isReady = false
+                } else if !state.queues[selected].isReady {
+                    configureQueue { queue in
+                        if queue.isValid(in: memory) {
+                            queue.isReady = true
+                        } else {
+                            logger.warning("virtio-mmio: refusing invalid queue setup", metadata: [
+                                "queue": "\(selected)", "size": "\(queue.size)",
+                                "desc": "0x\(String(queue.descriptorTable, radix: 16))"])
+                        }
+                    }
+                }
+            case Self.queueNotifyRegister:
+                raise = processNotification(queueIndex: Int(value), state: &state)
+            case Self.interruptAcknowledgeRegister:
+                state.interruptStatus &= ~value
+            case Self.statusRegister:
+                raise = updateStatus(value, state: &state)
+            default:
+                break
+            }
+        }
+        if raise { interrupt.trigger() }
+    }
+
+    /// Applies a status write; returns whether to interrupt.
+    private func updateStatus(_ value: UInt32, state: inout State) -> Bool {
+        if value == 0 {
+            device.reset()
+            let generation = state.configGeneration
+            state = State(queues: device.queueMaximumSizes.map(Virtqueue.init(maximumSize:)))
+            state.configGeneration = generation &+ 1
+            return false
+        }
+        // FEATURES_OK only sticks when the driver accepted a subset of our offer including VERSION_1 (§2.2.2, §6.1).
+        var accepted = value & ~VirtioStatus.deviceNeedsReset
+        if accepted & VirtioStatus.featuresOK != 0, state.status & VirtioStatus.featuresOK == 0 {
+            let subset = state.driverFeatures & ~offeredFeatures == 0
+            if !subset || state.driverFeatures & VirtioFeature.version1 == 0 { accepted &= ~VirtioStatus.featuresOK }
+        }
+        // DRIVER_OK without successful feature negotiation would run the device on unknown terms.
+        if accepted & VirtioStatus.driverOK != 0, accepted & VirtioStatus.featuresOK == 0 { accepted &= ~VirtioStatus.driverOK }
+        // DEVICE_NEEDS_RESET is the device's bit: only a reset (status 0) clears it.
+        state.status = accepted | (state.status & VirtioStatus.deviceNeedsReset)
+        return false
+    }
+
+    /// Runs the device on a notified queue; returns whether to interrupt.
+    private func processNotification(queueIndex: Int, state: inout State) -> Bool {
+        guard state.status & VirtioStatus.driverOK != 0, state.status & VirtioStatus.deviceNeedsReset == 0,
+              state.queues.indices.contains(queueIndex), state.queues[queueIndex].isReady else { return false }
+        do {
+            guard try device.processQueue(queueIndex, queue: &state.queues[queueIndex], memory: memory) else { return false }
+            if state.queues[queueIndex].interruptSuppressed(memory: memory) { return false }
+            state.interruptStatus |= Self.interruptUsedBuffer
+            return true
+        } catch {
+            logger.warning("virtio-mmio: queue error, device needs reset", metadata: ["queue": "\(queueIndex)", "error": "\(error)"])
+            state.status |= VirtioStatus.deviceNeedsReset
+            state.interruptStatus |= Self.interruptConfigurationChange
+            return true
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import Catalog
+import Foundation
+import Testing
+
+@Suite struct ManifestTests {
+    static func sample() -> Manifest {
+        let chunk = ChunkRef(id: Digest.of(Data("a".utf8)), stored: 100)
+        let artifact = Artifact(role: .disk, size: 65536 * 2 + 10, digest: Digest.of(Data("x".utf8)), chunks: [chunk, nil, chunk])
+        return Manifest(config: ApplianceConfig(name: "demo", version: "1.0", memoryMiB: 64, vcpus: 1),
+                        chunkSize: 65536, dictionaries: [], artifacts: [artifact])
+    }
+
+    @Test func canonicalRoundTrip() throws {
+        let manifest = Self.sample()
+        let data = try manifest.encoded()
+        #expect(try manifest.encoded() == data)
+        let decoded = try Manifest.decode(data, expected: Digest.of(data), file: "m")
+        #expect(decoded == manifest)
+        #expect(decoded.chunkLength(decoded.artifacts[0], index: 2) == 10)
+        #expect(decoded.distinctChunks.count == 1)
+    }
+
+    @Test func tamperedManifestIsRefusedBeforeParsing() throws {
+        let data = try Self.sample().encoded()
+        var tampered = data
+        tampered[tampered.count - 3] ^= 1
+        #expect(throws: CatalogError.digestMismatch(object: "m", actual: Digest.of(tampered).hex)) {
+            try Manifest.decode(tampered, expected: Digest.of(data), file: "m")
+        }
+    }
+
+    @Test func structuralLiesAreRefused() throws {
+        var wrongCount = Self.sample()
+        wrongCount.artifacts[0].chunks.removeLast()
+        var badDictionary = Self.sample()
+        badDictionary.artifacts[0].chunks[0]?.dict = 0
+        var hugeStored = Self.sample()
+        hugeStored.artifacts[0].chunks[0]?.stored = 10 << 20
+        var oddChunkSize = Self.sample()
+        oddChunkSize.chunkSize = 65535
+        var noDisk = Self.sample()
+        noDisk.artifacts[0].role = .kernel
+        var badName = Self.sample()
+        badName.config.name = "../etc"
+        var hugeMemory = Self.sample()
+        hugeMemory.config.memoryMiB = 1 << 30
+        for manifest in [wrongCount, badDictionary, hugeStored, oddChunkSize, noDisk, badName, hugeMemory] {
+            let data = try manifest.encoded()
+            #expect(throws: CatalogError.self) { try Manifest.decode(data, expected: nil, file: "m") }
+        }
+    }
+
+    @Test func malformedAndTruncatedAreRefusedWithFileName() throws {
+        let data = try Self.sample().encoded()
+        do {
+            _ = try Manifest.decode(data.prefix(data.count - 5), expected: nil, file: "manifests/x.json")
+            Issue.record("truncated manifest was accepted")
+        } catch let error as CatalogError {
+            #expect(error.description.hasPrefix("manifests/x.json: malformed"))
+        }
+    }
+}

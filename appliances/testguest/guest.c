@@ -1,0 +1,446 @@
+/* StreamVM flat test guest: runs in ring 0, 64-bit, identity-mapped, interrupts off.
+ * The command line selects what to exercise:
+ *   mode=hello    print STREAMVM-READY and power off (exit code 0)
+ *   mode=memory   write and verify patterns across RAM above 4 MiB
+ *   mode=blk      virtio-blk: read sectors, check the host's pattern, write sectors, read back
+ *   mode=hostile  virtio-blk: submit malformed descriptor chains and check the device's answers
+ *   mode=reset    ask for a reboot through the i8042 controller
+ *   mode=triple   fault with an empty IDT (triple fault)
+ *   mode=int3     execute int3 with a breakpoint handler installed
+ *   mode=blkbench virtio-blk: `count=N` random 4 KiB reads, then `seqmib=M` MiB of 64 KiB sequential reads,
+ *                 each phase between BENCH-... lines the VMM timestamps
+ *   mode=spin     print STREAMVM-READY, then spin forever (for host-side stop and timeout tests)
+ * Every test prints STREAMVM-READY when it passed, then powers off with code 0 (1 on failure). */
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long u64;
+
+#define COM1 0x3f8
+#define COM1_LSR (COM1 + 5)
+#define LSR_THR_EMPTY 0x20
+#define I8042_COMMAND 0x64
+#define I8042_PULSE_RESET 0xfe
+
+static inline void outb(u16 port, u8 value) { __asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port)); }
+static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline u32 mmio_read32(u64 address) { return *(volatile u32 *)address; }
+static inline void mmio_write32(u64 address, u32 value) { *(volatile u32 *)address = value; }
+static inline void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+
+static void putc_serial(char c) {
+    while (!(inb(COM1_LSR) & LSR_THR_EMPTY)) {}
+    outb(COM1, (u8)c);
+}
+static void puts_serial(const char *s) { while (*s) { if (*s == '\n') putc_serial('\r'); putc_serial(*s++); } }
+static void put_hex(u64 value) {
+    puts_serial("0x");
+    for (int shift = 60; shift >= 0; shift -= 4) putc_serial("0123456789abcdef"[(value >> shift) & 0xf]);
+}
+static void *memset_guest(void *d, int c, u64 n) { u8 *p = d; while (n--) *p++ = (u8)c; return d; }
+
+static int starts_with(const char *s, const char *prefix) {
+    while (*prefix) if (*s++ != *prefix++) return 0;
+    return 1;
+}
+/* Finds "key=" in the command line and returns what follows, or 0. */
+static const char *argument(const char *cmdline, const char *key) {
+    for (const char *p = cmdline; *p; p++) {
+        if ((p == cmdline || p[-1] == ' ') && starts_with(p, key)) {
+            const char *k = key; const char *q = p;
+            while (*k) { k++; q++; }
+            if (*q == '=') return q + 1;
+        }
+    }
+    return 0;
+}
+static int word_is(const char *value, const char *word) {
+    if (!value) return 0;
+    while (*word) if (*value++ != *word++) return 0;
+    return *value == 0 || *value == ' ';
+}
+
+static int failures;
+static void check(int ok, const char *what) {
+    puts_serial(ok ? "ok   " : "FAIL ");
+    puts_serial(what);
+    puts_serial("\n");
+    if (!ok) failures++;
+}
+
+/* ---- memory ---- */
+static int memory_test(u64 ram_size) {
+    u64 start = 4ul << 20;
+    u64 end = ram_size < 0xc0000000ul ? ram_size : 0xc0000000ul; /* low RAM only: identity map covers it */
+    for (u64 a = start; a + 8 <= end; a += 4096) *(volatile u64 *)a = a ^ 0x5a5a5a5a5a5a5a5aul;
+    u64 bad = 0;
+    for (u64 a = start; a + 8 <= end; a += 4096) if (*(volatile u64 *)a != (a ^ 0x5a5a5a5a5a5a5a5aul)) bad++;
+    puts_serial("pages checked up to "); put_hex(end); puts_serial("\n");
+    check(bad == 0, "memory pattern");
+    return failures;
+}
+
+/* ---- virtio-mmio / virtio-blk (virtio 1.x §4.2.2, §5.2) ---- */
+#define VIRTIO_BASE 0xd0000000ul
+#define VIRTIO_MAGIC 0x000
+#define VIRTIO_VERSION 0x004
+#define VIRTIO_DEVICE_ID 0x008
+#define VIRTIO_DEVICE_FEATURES 0x010
+#define VIRTIO_DEVICE_FEATURES_SEL 0x014
+#define VIRTIO_DRIVER_FEATURES 0x020
+#define VIRTIO_DRIVER_FEATURES_SEL 0x024
+#define VIRTIO_QUEUE_SEL 0x030
+#define VIRTIO_QUEUE_NUM_MAX 0x034
+#define VIRTIO_QUEUE_NUM 0x038
+#define VIRTIO_QUEUE_READY 0x044
+#define VIRTIO_QUEUE_NOTIFY 0x050
+#define VIRTIO_INTERRUPT_STATUS 0x060
+#define VIRTIO_INTERRUPT_ACK 0x064
+#define VIRTIO_STATUS 0x070
+#define VIRTIO_QUEUE_DESC_LOW 0x080
+#define VIRTIO_QUEUE_DESC_HIGH 0x084
+#define VIRTIO_QUEUE_DRIVER_LOW 0x090
+#define VIRTIO_QUEUE_DRIVER_HIGH 0x094
+#define VIRTIO_QUEUE_DEVICE_LOW 0x0a0
+#define VIRTIO_QUEUE_DEVICE_HIGH 0x0a4
+#define VIRTIO_CONFIG 0x100
+#define STATUS_ACKNOWLEDGE 1
+#define STATUS_DRIVER 2
+#define STATUS_DRIVER_OK 4
+#define STATUS_FEATURES_OK 8
+#define STATUS_NEEDS_RESET 64
+#define DESC_NEXT 1
+#define DESC_WRITE 2
+#define QUEUE_SIZE 8
+#define BLK_T_IN 0
+#define BLK_T_OUT 1
+#define BLK_T_FLUSH 4
+#define BLK_T_GET_ID 8
+#define BLK_S_OK 0
+#define BLK_S_IOERR 1
+#define BLK_S_UNSUPP 2
+
+struct descriptor { u64 address; u32 length; u16 flags; u16 next; };
+struct available { u16 flags; u16 index; u16 ring[QUEUE_SIZE]; u16 used_event; };
+struct used_element { u32 id; u32 length; };
+struct used { u16 flags; u16 index; struct used_element ring[QUEUE_SIZE]; u16 avail_event; };
+struct request_header { u32 type; u32 reserved; u64 sector; };
+
+static struct descriptor descriptors[QUEUE_SIZE] __attribute__((aligned(16)));
+static struct available avail __attribute__((aligned(4096)));
+static struct used used_ring __attribute__((aligned(4096)));
+static struct request_header header __attribute__((aligned(16)));
+static u8 data[128 * 512] __attribute__((aligned(4096))); /* up to 64 KiB per request */
+static volatile u8 status_byte;
+static u16 used_seen;
+
+static u32 reg_read(u32 offset) { return mmio_read32(VIRTIO_BASE + offset); }
+static void reg_write(u32 offset, u32 value) { mmio_write32(VIRTIO_BASE + offset, value); }
+
+/* Brings the device up per virtio 1.x §3.1.1 with a QUEUE_SIZE queue; returns 0 on success. */
+static int virtio_setup(void) {
+    if (reg_read(VIRTIO_MAGIC) != 0x74726976 || reg_read(VIRTIO_VERSION) != 2 || reg_read(VIRTIO_DEVICE_ID) != 2) return -1;
+    reg_write(VIRTIO_STATUS, 0);
+    reg_write(VIRTIO_STATUS, STATUS_ACKNOWLEDGE);
+    reg_write(VIRTIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    reg_write(VIRTIO_DEVICE_FEATURES_SEL, 1);
+    if (!(reg_read(VIRTIO_DEVICE_FEATURES) & 1)) return -2; /* VIRTIO_F_VERSION_1 */
+    reg_write(VIRTIO_DRIVER_FEATURES_SEL, 1);
+    reg_write(VIRTIO_DRIVER_FEATURES, 1);
+    reg_write(VIRTIO_DRIVER_FEATURES_SEL, 0);
+    reg_write(VIRTIO_DRIVER_FEATURES, 0);
+    reg_write(VIRTIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    if (!(reg_read(VIRTIO_STATUS) & STATUS_FEATURES_OK)) return -3;
+    reg_write(VIRTIO_QUEUE_SEL, 0);
+    if (reg_read(VIRTIO_QUEUE_NUM_MAX) < QUEUE_SIZE) return -4;
+    memset_guest(descriptors, 0, sizeof descriptors);
+    memset_guest(&avail, 0, sizeof avail);
+    memset_guest(&used_ring, 0, sizeof used_ring);
+    used_seen = 0;
+    reg_write(VIRTIO_QUEUE_NUM, QUEUE_SIZE);
+    reg_write(VIRTIO_QUEUE_DESC_LOW, (u32)(u64)descriptors);
+    reg_write(VIRTIO_QUEUE_DESC_HIGH, 0);
+    reg_write(VIRTIO_QUEUE_DRIVER_LOW, (u32)(u64)&avail);
+    reg_write(VIRTIO_QUEUE_DRIVER_HIGH, 0);
+    reg_write(VIRTIO_QUEUE_DEVICE_LOW, (u32)(u64)&used_ring);
+    reg_write(VIRTIO_QUEUE_DEVICE_HIGH, 0);
+    reg_write(VIRTIO_QUEUE_READY, 1);
+    if (reg_read(VIRTIO_QUEUE_READY) != 1) return -5;
+    reg_write(VIRTIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    return 0;
+}
+
+/* Publishes chain `head` and notifies; returns 1 if the device returned a used element. */
+static int submit(u16 head, u16 avail_step) {
+    avail.ring[avail.index % QUEUE_SIZE] = head;
+    barrier();
+    avail.index += avail_step;
+    barrier();
+    reg_write(VIRTIO_QUEUE_NOTIFY, 0); /* processed synchronously by the VMM before this returns */
+    barrier();
+    reg_write(VIRTIO_INTERRUPT_ACK, reg_read(VIRTIO_INTERRUPT_STATUS));
+    if (used_ring.index == used_seen) return 0;
+    used_seen = used_ring.index;
+    return 1;
+}
+
+/* A well-formed request: header, optional data, status byte. Returns the status byte, or 0xee when
+ * the device did not complete it. */
+static u8 request(u32 type, u64 sector, u32 data_length) {
+    header.type = type; header.reserved = 0; header.sector = sector;
+    status_byte = 0xee;
+    descriptors[0] = (struct descriptor){ (u64)&header, sizeof header, DESC_NEXT, 1 };
+    u16 last = 1;
+    if (data_length) {
+        descriptors[1] = (struct descriptor){ (u64)data, data_length, (u16)(DESC_NEXT | (type == BLK_T_OUT ? 0 : DESC_WRITE)), 2 };
+        last = 2;
+    }
+    descriptors[last] = (struct descriptor){ (u64)&status_byte, 1, DESC_WRITE, 0 };
+    if (!submit(0, 1)) return 0xee;
+    return status_byte;
+}
+
+static u8 disk_pattern(u64 sector, u32 i) { return (u8)(sector * 7 + i); }
+static u8 written_pattern(u64 sector, u32 i) { return (u8)(0xa5 ^ (sector + i)); }
+
+static int blk_test(void) {
+    int setup = virtio_setup();
+    check(setup == 0, "virtio-blk device setup");
+    if (setup) { put_hex((u64)(long)setup); puts_serial("\n"); return failures; }
+    u64 capacity = (u64)reg_read(VIRTIO_CONFIG) | ((u64)reg_read(VIRTIO_CONFIG + 4) << 32);
+    puts_serial("capacity sectors "); put_hex(capacity); puts_serial("\n");
+    check(capacity >= 64, "capacity at least 64 sectors");
+
+    check(request(BLK_T_IN, 0, 8 * 512) == BLK_S_OK, "read sectors 0-7");
+    int good = 1;
+    for (u32 s = 0; s < 8; s++) for (u32 i = 0; i < 512; i++) if (data[s * 512 + i] != disk_pattern(s, i)) good = 0;
+    check(good, "sectors 0-7 hold the host's pattern");
+    check(request(BLK_T_IN, capacity - 1, 512) == BLK_S_OK, "read last sector");
+    good = 1;
+    for (u32 i = 0; i < 512; i++) if (data[i] != disk_pattern(capacity - 1, i)) good = 0;
+    check(good, "last sector holds the host's pattern");
+
+    for (u32 s = 0; s < 2; s++) for (u32 i = 0; i < 512; i++) data[s * 512 + i] = written_pattern(10 + s, i);
+    check(request(BLK_T_OUT, 10, 2 * 512) == BLK_S_OK, "write sectors 10-11");
+    memset_guest(data, 0, sizeof data);
+    check(request(BLK_T_IN, 10, 2 * 512) == BLK_S_OK, "read back sectors 10-11");
+    good = 1;
+    for (u32 s = 0; s < 2; s++) for (u32 i = 0; i < 512; i++) if (data[s * 512 + i] != written_pattern(10 + s, i)) good = 0;
+    check(good, "sectors 10-11 hold what was written");
+    check(request(BLK_T_FLUSH, 0, 0) == BLK_S_OK, "flush");
+    check(request(BLK_T_GET_ID, 0, 20) == BLK_S_OK && data[0] == 's', "get id");
+    check(request(BLK_T_IN, capacity, 512) == BLK_S_IOERR, "read past the end fails with IOERR");
+    check(request(BLK_T_IN, 0xffffffffffffffful, 512) == BLK_S_IOERR, "read at a huge sector fails with IOERR");
+    check(request(99, 0, 0) == BLK_S_UNSUPP, "unknown request type is unsupported");
+    return failures;
+}
+
+static u64 parse_number(const char *value, u64 fallback) {
+    if (!value || *value < '0' || *value > '9') return fallback;
+    u64 n = 0;
+    while (*value >= '0' && *value <= '9') n = n * 10 + (u64)(*value++ - '0');
+    return n;
+}
+
+static int blk_bench(const char *cmdline) {
+    if (virtio_setup() != 0) { check(0, "virtio-blk device setup"); return failures; }
+    u64 capacity = (u64)reg_read(VIRTIO_CONFIG) | ((u64)reg_read(VIRTIO_CONFIG + 4) << 32);
+    u64 count = parse_number(argument(cmdline, "count"), 1000);
+    u64 sequential_mib = parse_number(argument(cmdline, "seqmib"), 16);
+    u64 blocks = capacity / 8;
+    if (blocks == 0) { check(0, "disk holds at least one 4 KiB block"); return failures; }
+    u64 state = 0x2545f4914f6cdd1dul;
+    int errors = 0;
+    puts_serial("BENCH-RANDOM-START\n");
+    for (u64 i = 0; i < count; i++) {
+        state = state * 6364136223846793005ul + 1442695040888963407ul; /* Knuth's MMIX LCG */
+        if (request(BLK_T_IN, ((state >> 33) % blocks) * 8, 4096) != BLK_S_OK) errors++;
+    }
+    puts_serial("BENCH-RANDOM-END\n");
+    /* Sequential phase: 64 KiB requests, wrapping at the end of the disk. */
+    u64 sequential_requests = sequential_mib * 16;
+    u64 chunks = capacity / 128;
+    puts_serial("BENCH-SEQUENTIAL-START\n");
+    for (u64 i = 0; chunks && i < sequential_requests; i++) {
+        if (request(BLK_T_IN, (i % chunks) * 128, 65536) != BLK_S_OK) errors++;
+    }
+    puts_serial("BENCH-SEQUENTIAL-END\n");
+    check(errors == 0, "all benchmark reads succeeded");
+    return failures;
+}
+
+/* After a malformed chain the device must say DEVICE_NEEDS_RESET and complete nothing; then a reset
+ * and fresh setup must give a working device again. */
+static void expect_needs_reset(const char *what) {
+    int flagged = (reg_read(VIRTIO_STATUS) & STATUS_NEEDS_RESET) != 0;
+    puts_serial(what); puts_serial(": ");
+    check(flagged, "device reports DEVICE_NEEDS_RESET");
+    int setup = virtio_setup();
+    check(setup == 0 && request(BLK_T_IN, 0, 512) == BLK_S_OK && data[0] == disk_pattern(0, 0), "device works again after reset");
+}
+
+static int hostile_test(void) {
+    check(virtio_setup() == 0, "virtio-blk device setup");
+
+    /* A loop: 0 -> 1 -> 0 (both device-readable, so only loop detection can stop it). */
+    header = (struct request_header){ BLK_T_OUT, 0, 0 };
+    descriptors[0] = (struct descriptor){ (u64)&header, sizeof header, DESC_NEXT, 1 };
+    descriptors[1] = (struct descriptor){ (u64)data, 512, DESC_NEXT, 0 };
+    submit(0, 1);
+    expect_needs_reset("descriptor loop");
+
+    /* next index beyond the queue. */
+    descriptors[0] = (struct descriptor){ (u64)&header, sizeof header, DESC_NEXT, 200 };
+    submit(0, 1);
+    expect_needs_reset("next index out of range");
+
+    /* head index beyond the queue. */
+    submit(QUEUE_SIZE + 3, 1);
+    expect_needs_reset("head index out of range");
+
+    /* buffer outside guest RAM. */
+    descriptors[0] = (struct descriptor){ (u64)&header, sizeof header, DESC_NEXT, 1 };
+    descriptors[1] = (struct descriptor){ 0x7ffffffff000ul, 4096, DESC_NEXT | DESC_WRITE, 2 };
+    descriptors[2] = (struct descriptor){ (u64)&status_byte, 1, DESC_WRITE, 0 };
+    submit(0, 1);
+    expect_needs_reset("buffer outside RAM");
+
+    /* buffer wrapping around the address space. */
+    descriptors[1] = (struct descriptor){ 0xfffffffffffff000ul, 0x2000, DESC_NEXT | DESC_WRITE, 2 };
+    submit(0, 1);
+    expect_needs_reset("buffer wrapping the address space");
+
+    /* zero-length buffer. */
+    descriptors[1] = (struct descriptor){ (u64)data, 0, DESC_NEXT | DESC_WRITE, 2 };
+    submit(0, 1);
+    expect_needs_reset("zero-length buffer");
+
+    /* indirect descriptor without VIRTIO_F_INDIRECT_DESC. */
+    descriptors[0] = (struct descriptor){ (u64)descriptors, 16 * 2, 4, 0 };
+    submit(0, 1);
+    expect_needs_reset("indirect descriptor not negotiated");
+
+    /* Misordered buffers: device-readable after device-writable (virtio 1.x §2.7.4.2). */
+    descriptors[0] = (struct descriptor){ (u64)&status_byte, 1, DESC_NEXT | DESC_WRITE, 1 };
+    descriptors[1] = (struct descriptor){ (u64)&header, sizeof header, 0, 0 };
+    submit(0, 1);
+    expect_needs_reset("readable after writable");
+
+    /* avail.idx far ahead of what was made available. */
+    descriptors[0] = (struct descriptor){ (u64)&header, sizeof header, DESC_NEXT, 1 };
+    submit(0, 1000);
+    expect_needs_reset("available index jumps ahead");
+
+    /* A huge request: data length bigger than the device accepts gets IOERR, not a crash. */
+    descriptors[0] = (struct descriptor){ (u64)&header, sizeof header, DESC_NEXT, 1 };
+    descriptors[1] = (struct descriptor){ 0x100000, 64u << 20, DESC_NEXT | DESC_WRITE, 2 };
+    descriptors[2] = (struct descriptor){ (u64)&status_byte, 1, DESC_WRITE, 0 };
+    header = (struct request_header){ BLK_T_IN, 0, 0 };
+    status_byte = 0xee;
+    int completed = submit(0, 1);
+    puts_serial("oversized request: ");
+    check(completed && status_byte == BLK_S_IOERR, "oversized request fails with IOERR");
+
+    /* A request with no writable status byte: completed with length 0, device still healthy. */
+    descriptors[0] = (struct descriptor){ (u64)&header, sizeof header, 0, 0 };
+    completed = submit(0, 1);
+    check(completed && used_ring.ring[(used_ring.index - 1) % QUEUE_SIZE].length == 0, "request without status byte completes with length 0");
+    check(request(BLK_T_IN, 0, 512) == BLK_S_OK, "device still serves requests");
+
+    /* A header shorter than 16 bytes. */
+    descriptors[0] = (struct descriptor){ (u64)&header, 8, DESC_NEXT, 1 };
+    descriptors[1] = (struct descriptor){ (u64)&status_byte, 1, DESC_WRITE, 0 };
+    status_byte = 0xee;
+    completed = submit(0, 1);
+    check(completed && status_byte == BLK_S_IOERR, "short header fails with IOERR");
+
+    /* Queue set up with a size that is not a power of two must be refused. */
+    reg_write(VIRTIO_STATUS, 0);
+    reg_write(VIRTIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    reg_write(VIRTIO_DRIVER_FEATURES_SEL, 1);
+    reg_write(VIRTIO_DRIVER_FEATURES, 1);
+    reg_write(VIRTIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    reg_write(VIRTIO_QUEUE_SEL, 0);
+    reg_write(VIRTIO_QUEUE_NUM, 6);
+    reg_write(VIRTIO_QUEUE_DESC_LOW, (u32)(u64)descriptors);
+    reg_write(VIRTIO_QUEUE_DRIVER_LOW, (u32)(u64)&avail);
+    reg_write(VIRTIO_QUEUE_DEVICE_LOW, (u32)(u64)&used_ring);
+    reg_write(VIRTIO_QUEUE_READY, 1);
+    check(reg_read(VIRTIO_QUEUE_READY) == 0, "queue size 6 refused");
+    /* Rings outside RAM must be refused too. */
+    reg_write(VIRTIO_QUEUE_NUM, QUEUE_SIZE);
+    reg_write(VIRTIO_QUEUE_DESC_HIGH, 0x100);
+    reg_write(VIRTIO_QUEUE_READY, 1);
+    check(reg_read(VIRTIO_QUEUE_READY) == 0, "descriptor table outside RAM refused");
+    /* Features the device never offered must not be accepted. */
+    reg_write(VIRTIO_STATUS, 0);
+    reg_write(VIRTIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
+    reg_write(VIRTIO_DRIVER_FEATURES_SEL, 1);
+    reg_write(VIRTIO_DRIVER_FEATURES, 1 | 0x80000000u);
+    reg_write(VIRTIO_STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK);
+    check(!(reg_read(VIRTIO_STATUS) & STATUS_FEATURES_OK), "unoffered feature refused");
+    /* Config space reads far beyond the fields read as zero. */
+    check(reg_read(VIRTIO_CONFIG + 0xe00) == 0, "config read beyond the fields is zero");
+    return failures;
+}
+
+/* ---- CPU events ---- */
+struct idt_entry { u16 offset_low; u16 selector; u8 ist; u8 type; u16 offset_mid; u32 offset_high; u32 zero; };
+static struct idt_entry idt[32] __attribute__((aligned(16)));
+static volatile int breakpoints;
+extern void breakpoint_stub(void);
+__asm__(".globl breakpoint_stub\nbreakpoint_stub:\n lock incl breakpoints(%rip)\n iretq\n");
+
+static void load_idt(void *base, u16 limit) {
+    struct __attribute__((packed)) { u16 limit; u64 base; } descriptor = { limit, (u64)base };
+    __asm__ volatile("lidt %0" : : "m"(descriptor));
+}
+
+static int int3_test(void) {
+    u64 handler = (u64)breakpoint_stub;
+    idt[3] = (struct idt_entry){ (u16)handler, 0x08, 0, 0x8e, (u16)(handler >> 16), (u32)(handler >> 32), 0 };
+    load_idt(idt, sizeof idt - 1);
+    __asm__ volatile("int3");
+    __asm__ volatile("int3");
+    check(breakpoints == 2, "two breakpoints delivered and returned from");
+    return failures;
+}
+
+u64 guest_main(const char *cmdline, u64 ram_size) {
+    puts_serial("streamvm test guest: ");
+    puts_serial(cmdline);
+    puts_serial("\n");
+    const char *mode = argument(cmdline, "mode");
+    int result;
+    if (!mode || word_is(mode, "hello")) {
+        result = 0;
+    } else if (word_is(mode, "memory")) {
+        result = memory_test(ram_size);
+    } else if (word_is(mode, "blk")) {
+        result = blk_test();
+    } else if (word_is(mode, "hostile")) {
+        result = hostile_test();
+    } else if (word_is(mode, "int3")) {
+        result = int3_test();
+    } else if (word_is(mode, "blkbench")) {
+        result = blk_bench(cmdline);
+    } else if (word_is(mode, "spin")) {
+        puts_serial("STREAMVM-READY\n");
+        for (;;) __asm__ volatile("pause");
+    } else if (word_is(mode, "reset")) {
+        puts_serial("requesting reset\n");
+        outb(I8042_COMMAND, I8042_PULSE_RESET);
+        for (;;) __asm__ volatile("hlt");
+    } else if (word_is(mode, "triple")) {
+        puts_serial("faulting with an empty IDT\n");
+        load_idt(0, 0);
+        __asm__ volatile("ud2");
+        for (;;) __asm__ volatile("hlt");
+    } else {
+        puts_serial("unknown mode\n");
+        return 2;
+    }
+    if (result == 0) puts_serial("STREAMVM-READY\n");
+    else puts_serial("TESTGUEST-FAILED\n");
+    return result == 0 ? 0 : 1;
+}
