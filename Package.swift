@@ -51,7 +51,10 @@ let package = Package(
             swiftSettings: strictSettings),
         .target(
             name: "StreamClient",
-            dependencies: ["Catalog", "CCurl", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Catalog", "CCurl",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings),
         .target(
             name: "Hypervisor",
@@ -69,5 +72,8 @@ let package = Package(
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
         .testTarget(name: "StreamServerTests", dependencies: ["StreamServer", "Catalog"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
+            name: "StreamClientTests",
+            dependencies: ["StreamClient", "StreamServer", "Catalog", "CCurl", .product(name: "Logging", package: "swift-log")]),
     ]
 )

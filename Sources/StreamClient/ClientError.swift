@@ -1,13 +1,45 @@
+import Catalog
 import Foundation
 
 /// Errors from fetching, caching and mirroring, each with a message a user can act on.
 public enum ClientError: Error, CustomStringConvertible, Sendable {
     case noUsableOrigin(object: String, attempts: [String])
+    case noOrigins
+    case invalidOrigin(String)
+    case curl(String)
+    case outOfRange(offset: Int, length: Int, size: Int)
+    case noArtifact(String)
+    case cache(path: String, problem: String)
+    case overlayMismatch(path: String, problem: String)
+    case staleCatalog(origin: String, generation: Int, minimum: Int)
+    case io(path: String, errno: Int32)
+    /// A benchmark helper (nginx, curl) failed.
+    case benchmark(String)
 
     public var description: String {
         switch self {
         case .noUsableOrigin(let object, let attempts):
             return "\(object): no origin returned a verified copy (\(attempts.joined(separator: "; ")))"
+        case .noOrigins:
+            return "no origin given; pass an origin URL"
+        case .invalidOrigin(let text):
+            return "'\(text.prefix(200))' is not an http:// or https:// URL"
+        case .curl(let problem):
+            return "libcurl: \(problem)"
+        case .outOfRange(let offset, let length, let size):
+            return "read of \(length) bytes at \(offset) is outside the image of \(size) bytes"
+        case .noArtifact(let role):
+            return "the manifest has no \(role) artifact"
+        case .cache(let path, let problem):
+            return "chunk cache \(path): \(problem)"
+        case .overlayMismatch(let path, let problem):
+            return "overlay \(path): \(problem); delete it to start from the published image"
+        case .staleCatalog(let origin, let generation, let minimum):
+            return "\(origin) serves catalogue generation \(generation), older than \(minimum) already seen; refusing to roll back"
+        case .io(let path, let errno):
+            return "\(path): \(String(cString: strerror(errno)))"
+        case .benchmark(let problem):
+            return "benchmark: \(problem)"
         }
     }
 }

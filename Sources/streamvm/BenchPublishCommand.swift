@@ -51,5 +51,5 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (JSON plus a Markdown table).",
-        subcommands: [BenchPublishCommand.self])
+        subcommands: [BenchPublishCommand.self, BenchClientCommand.self])
 }

@@ -1,0 +1,265 @@
+import Catalog
+import Foundation
+import Logging
+
+/// `streamvm bench client`: cached read latency and throughput of `LazyImage`, cold goodput through
+/// an emulated WAN link compared with `curl` fetching the same objects over the same link, and
+/// demand-miss latency while a full prefetch fills the link. Figures are measured, never assumed.
+public struct ClientBenchmark: Sendable {
+    public struct Profile: Sendable, Codable {
+        public var name: String
+        public var rateMbit: Double
+        public var rttMs: Double
+        public init(name: String, rateMbit: Double, rttMs: Double) {
+            self.name = name
+            self.rateMbit = rateMbit
+            self.rttMs = rttMs
+        }
+        var rateBitsPerSecond: Double { rateMbit * 1e6 }
+        var rttSeconds: Double { rttMs / 1000 }
+    }
+
+    /// The two link profiles.
+    public static let defaultProfiles = [Profile(name: "lte", rateMbit: 20, rttMs: 60), Profile(name: "fast", rateMbit: 100, rttMs: 20)]
+
+    public struct CachedReads: Sendable, Codable {
+        public var reads: Int
+        public var p50Microseconds: Double
+        public var p99Microseconds: Double
+        public var sequentialGBps: Double
+        public var sequentialBytes: Int
+    }
+
+    public struct DemandMiss: Sendable, Codable {
+        public var samples: Int
+        public var p50Milliseconds: Double
+        public var maxMilliseconds: Double
+        /// The goal: 2 RTT + one average chunk's transfer time.
+        public var goalMilliseconds: Double
+    }
+
+    public struct ProfileResult: Sendable, Codable {
+        public var profile: Profile
+        public var link: LinkAccuracyProbe.Result
+        public var objects: Int
+        public var compressedBytes: Int
+        public var streamvmSeconds: Double
+        public var streamvmGoodputMbit: Double
+        public var curlSeconds: Double?
+        public var curlGoodputMbit: Double?
+        /// streamvm goodput ÷ measured link rate.
+        public var linkFraction: Double
+        public var measuredBandwidthMbit: Double?
+        public var measuredRTTms: Double?
+        public var demandMiss: DemandMiss
+    }
+
+    public struct Report: Sendable, Codable {
+        public var appliance: String
+        public var artifactBytes: Int
+        public var chunkSize: Int
+        public var distinctChunks: Int
+        public var cachedReads: CachedReads
+        public var profiles: [ProfileResult]
+    }
+
+    public let originPort: UInt16
+    public let trust: SignedCatalog.Trust
+    public let appliance: String
+    public let workDirectory: String
+    public let quick: Bool
+    private let logger: Logger
+
+    public init(originPort: UInt16, trust: SignedCatalog.Trust, appliance: String, workDirectory: String, quick: Bool, logger: Logger) {
+        self.originPort = originPort
+        self.trust = trust
+        self.appliance = appliance
+        self.workDirectory = workDirectory
+        self.quick = quick
+        self.logger = logger
+    }
+
+    private struct Session {
+        let client: CatalogClient
+        let loader: ChunkLoader
+        let manifest: Manifest
+        func shutdown() { client.fetcher.shutdown() }
+    }
+
+    private func session(port: UInt16, cacheDirectory: String?) async throws -> Session {
+        let fetcher = try Fetcher(logger: logger)
+        let client = try CatalogClient(origins: [try Origin("http://127.0.0.1:\(port)")], trust: trust, fetcher: fetcher, logger: logger)
+        let cache = try cacheDirectory.map { try ChunkCache(root: $0, capacityBytes: 1 << 40, logger: logger) }
+        let (catalog, _) = try await client.loadCatalog()
+        let (manifest, _) = try await client.loadManifest(try catalog.index.resolve(appliance).entry.manifest)
+        return Session(client: client, loader: ChunkLoader(client: client, cache: cache), manifest: manifest)
+    }
+
+    public func run(profiles: [Profile]) async throws -> Report {
+        try AtomicFile.makeDirectories(workDirectory)
+        let cached = try await measureCachedReads()
+        var results: [ProfileResult] = []
+        for profile in profiles { results.append(try await measure(profile)) }
+        let probe = try await session(port: originPort, cacheDirectory: nil)
+        defer { probe.shutdown() }
+        let disk = try Self.disk(probe.manifest)
+        return Report(appliance: appliance, artifactBytes: disk.size, chunkSize: probe.manifest.chunkSize,
+                      distinctChunks: probe.manifest.distinctChunks.count, cachedReads: cached, profiles: results)
+    }
+
+    static func disk(_ manifest: Manifest) throws -> Artifact {
+        guard let disk = manifest.artifact(.disk) else { throw ClientError.noArtifact("disk") }
+        return disk
+    }
+
+    // MARK: cached reads
+
+    private func measureCachedReads() async throws -> CachedReads {
+        let cacheDirectory = "\(workDirectory)/cache-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: cacheDirectory) }
+        let session = try await session(port: originPort, cacheDirectory: cacheDirectory)
+        defer { session.shutdown() }
+        let image = try await LazyImage.open(manifest: session.manifest, role: .disk, loader: session.loader)
+        // Fill the cache.
+        let step = 1 << 20
+        var offset = 0
+        while offset < image.size {
+            _ = try await image.read(offset: offset, length: min(step, image.size - offset))
+            offset += step
+        }
+        let readSize = 4096
+        let reads = quick ? 5_000 : 50_000
+        var latencies: [Double] = []
+        latencies.reserveCapacity(reads)
+        var generator = SystemRandomNumberGenerator()
+        let blocks = image.size / readSize
+        for _ in 0..<reads {
+            let at = Int.random(in: 0..<max(1, blocks), using: &generator) * readSize
+            let start = monotonicSeconds()
+            _ = try await image.read(offset: at, length: min(readSize, image.size - at))
+            latencies.append(monotonicSeconds() - start)
+        }
+        latencies.sort()
+        // Sequential: whole-image passes in 1 MiB reads until enough bytes for a stable figure.
+        let target = quick ? 256 << 20 : 2 << 30
+        var total = 0
+        let start = monotonicSeconds()
+        while total < target {
+            offset = 0
+            while offset < image.size {
+                let length = min(step, image.size - offset)
+                _ = try await image.read(offset: offset, length: length)
+                offset += length
+                total += length
+            }
+        }
+        let seconds = monotonicSeconds() - start
+        return CachedReads(reads: reads, p50Microseconds: Self.percentile(latencies, 0.50) * 1e6,
+                           p99Microseconds: Self.percentile(latencies, 0.99) * 1e6,
+                           sequentialGBps: Double(total) / seconds / 1e9, sequentialBytes: total)
+    }
+
+    static func percentile(_ sorted: [Double], _ fraction: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
+        return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * fraction))]
+    }
+
+    // MARK: one link profile
+
+    private func measure(_ profile: Profile) async throws -> ProfileResult {
+        let link = try LinkAccuracyProbe.measure(rateBitsPerSecond: profile.rateBitsPerSecond, rttSeconds: profile.rttSeconds,
+                                                 bulkSeconds: quick ? 1 : 3)
+        let proxy = try ShapingProxy(upstreamPort: originPort, rateBitsPerSecond: profile.rateBitsPerSecond, rttSeconds: profile.rttSeconds)
+        defer { proxy.stop() }
+
+        // streamvm: every distinct chunk, fetched, decompressed and verified, no disk writes.
+        let cold = try await session(port: proxy.port, cacheDirectory: nil)
+        var chunks: [(ref: ChunkRef, length: Int)] = []
+        var seen = Set<ChunkID>()
+        for artifact in cold.manifest.artifacts {
+            for (index, ref) in artifact.chunks.enumerated() {
+                if let ref, seen.insert(ref.id).inserted { chunks.append((ref, cold.manifest.chunkLength(artifact, index: index))) }
+            }
+        }
+        if quick { chunks = Array(chunks.prefix(max(64, Int(profile.rateBitsPerSecond / 8 * 4) / max(1, averageStored(chunks))))) }
+        let compressedBytes = chunks.reduce(0) { $0 + $1.ref.stored }
+        let dictionaries = try await cold.client.loadDictionaries(for: cold.manifest)
+        let ranked = chunks.enumerated().map { (rank: Double($0.offset), ref: $0.element.ref, length: $0.element.length) }
+        let loader = cold.loader
+        let start = monotonicSeconds()
+        try await forEachConcurrently(ranked, limit: 1024) { item in
+            _ = try await loader.load(item.ref, length: item.length, dictionary: item.ref.dict.map { dictionaries[$0] },
+                                      priority: .prefetch(rank: item.rank))
+        }
+        let streamvmSeconds = monotonicSeconds() - start
+        let estimate = cold.client.fetcher.linkEstimate
+        cold.shutdown()
+
+        let curlSeconds = try? CurlBaseline.fetch(urls: chunks.map { "\(proxy.url)/\(CatalogObject.chunk($0.ref.id).path)" },
+                                                   workDirectory: workDirectory)
+        let demand = try await measureDemandMisses(profile: profile, proxyPort: proxy.port)
+        let goodput = Double(compressedBytes) * 8 / streamvmSeconds / 1e6
+        return ProfileResult(profile: profile, link: link, objects: chunks.count, compressedBytes: compressedBytes,
+                             streamvmSeconds: streamvmSeconds, streamvmGoodputMbit: goodput,
+                             curlSeconds: curlSeconds, curlGoodputMbit: curlSeconds.map { Double(compressedBytes) * 8 / $0 / 1e6 },
+                             linkFraction: goodput / link.measuredRateMbit,
+                             measuredBandwidthMbit: estimate.bandwidthBytesPerSecond.map { $0 * 8 / 1e6 },
+                             measuredRTTms: estimate.rttSeconds.map { $0 * 1000 }, demandMiss: demand)
+    }
+
+    private func averageStored(_ chunks: [(ref: ChunkRef, length: Int)]) -> Int {
+        chunks.isEmpty ? 1 : chunks.reduce(0) { $0 + $1.ref.stored } / chunks.count
+    }
+
+    /// Starts prefetching the whole disk in order, then reads chunks from its far end (which the
+    /// prefetch reaches last) and times each read.
+    private func measureDemandMisses(profile: Profile, proxyPort: UInt16) async throws -> DemandMiss {
+        let cacheDirectory = "\(workDirectory)/demand-cache-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: cacheDirectory) }
+        let session = try await session(port: proxyPort, cacheDirectory: cacheDirectory)
+        defer { session.shutdown() }
+        let image = try await LazyImage.open(manifest: session.manifest, role: .disk, loader: session.loader)
+        let disk = try Self.disk(session.manifest)
+        let indices = disk.chunks.indices.filter { disk.chunks[$0] != nil }
+        for index in indices { image.prefetch(chunk: index, rank: Double(index)) }
+        defer { for index in indices { image.cancelPrefetch(chunk: index) } }
+        // Let the prefetch fill the pipe first.
+        try await Task.sleep(nanoseconds: UInt64(max(0.5, profile.rttSeconds * 10) * 1e9))
+        var latencies: [Double] = []
+        var generator = SystemRandomNumberGenerator()
+        let farHalf = Array(indices.suffix(max(1, indices.count / 2)))
+        for _ in 0..<(quick ? 5 : 20) {
+            guard let index = farHalf.filter({ !image.isLocal(chunk: $0) }).randomElement(using: &generator) else { break }
+            let start = monotonicSeconds()
+            _ = try await image.read(offset: index * image.chunkSize, length: min(4096, image.size - index * image.chunkSize))
+            latencies.append(monotonicSeconds() - start)
+            try await Task.sleep(nanoseconds: 200_000_000)
+        }
+        latencies.sort()
+        let averageStored = Double(indices.reduce(0) { $0 + (disk.chunks[$1]?.stored ?? 0) }) / Double(max(1, indices.count))
+        let goal = 2 * profile.rttSeconds + averageStored * 8 / profile.rateBitsPerSecond
+        return DemandMiss(samples: latencies.count, p50Milliseconds: Self.percentile(latencies, 0.5) * 1000,
+                          maxMilliseconds: (latencies.last ?? 0) * 1000, goalMilliseconds: goal * 1000)
+    }
+}
+
+/// `curl` fetching the same objects over the same link: HTTP/2 prior knowledge, all URLs in parallel
+/// over one multiplexed connection, bodies discarded. Returns the wall time.
+enum CurlBaseline {
+    static func fetch(urls: [String], workDirectory: String) throws -> Double {
+        let configPath = "\(workDirectory)/curl-urls-\(getpid()).txt"
+        defer { unlink(configPath) }
+        let config = urls.map { "url = \"\($0)\"\noutput = \"/dev/null\"\n" }.joined()
+        try AtomicFile.write(Data(config.utf8), to: configPath)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        process.arguments = ["--silent", "--fail", "--http2-prior-knowledge", "--parallel", "--parallel-max", "100", "--config", configPath]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        let start = monotonicSeconds()
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ClientError.benchmark("curl baseline exited with \(process.terminationStatus)") }
+        return monotonicSeconds() - start
+    }
+}

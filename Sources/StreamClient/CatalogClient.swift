@@ -1,0 +1,152 @@
+import Catalog
+import Foundation
+import Logging
+
+/// Reads a remote catalogue through its origins and returns only verified objects: the catalogue's
+/// signature against the trusted key, manifests, dictionaries and models against their digests,
+/// chunks decompressed and hashed. A failed check is treated like a failed transfer: retry, then the
+/// next origin, then `ClientError.noUsableOrigin` listing every attempt.
+public final class CatalogClient: @unchecked Sendable {
+    public let fetcher: Fetcher
+    public let trust: SignedCatalog.Trust
+    public let retry: RetryPolicy
+    let pool: OriginPool
+    private let logger: Logger
+    private let decompressors = DecompressorPool()
+    private let lock = NSLock()
+    private var dictionaries: [Digest: ZstdDictionary] = [:]
+
+    /// Bodies larger than these are refused while downloading.
+    static let maximumDictionaryBytes = 4 << 20
+    static let maximumModelBytes = 64 << 20
+
+    public var origins: [Origin] { pool.origins }
+
+    public init(origins: [Origin], trust: SignedCatalog.Trust, fetcher: Fetcher, retry: RetryPolicy = RetryPolicy(),
+                logger: Logger) throws {
+        self.pool = try OriginPool(origins)
+        self.trust = trust
+        self.fetcher = fetcher
+        self.retry = retry
+        self.logger = logger
+    }
+
+    /// The signed catalogue. Origins serving a generation below `minimumGeneration` count as failed
+    /// (a stale mirror must not roll a client back).
+    public func loadCatalog(minimumGeneration: Int = 0) async throws -> (catalog: SignedCatalog, bytes: Data) {
+        try await fetchVerified(.catalog, maximumBytes: SignedCatalog.maximumBytes, expectedBytes: nil,
+                                ticket: FetchTicket(priority: .demand)) { data, origin in
+            let catalog = try SignedCatalog.decode(data, trust: self.trust, file: origin.url(for: .catalog))
+            guard catalog.index.generation >= minimumGeneration else {
+                throw ClientError.staleCatalog(origin: origin.baseURL, generation: catalog.index.generation, minimum: minimumGeneration)
+            }
+            return (catalog, data)
+        }
+    }
+
+    public func loadManifest(_ digest: Digest) async throws -> (manifest: Manifest, bytes: Data) {
+        let object = CatalogObject.manifest(digest)
+        return try await fetchVerified(object, maximumBytes: Manifest.maximumBytes, expectedBytes: nil,
+                                       ticket: FetchTicket(priority: .demand)) { data, origin in
+            (try Manifest.decode(data, expected: digest, file: origin.url(for: object)), data)
+        }
+    }
+
+    /// A dictionary, fetched once per client and kept.
+    public func loadDictionary(_ digest: Digest) async throws -> ZstdDictionary {
+        if let known = lock.withLock({ dictionaries[digest] }) { return known }
+        let object = CatalogObject.dictionary(digest)
+        let dictionary = try await fetchVerified(object, maximumBytes: Self.maximumDictionaryBytes, expectedBytes: nil,
+                                                 ticket: FetchTicket(priority: .demand)) { data, origin in
+            let dictionary = try ZstdDictionary(bytes: [UInt8](data))
+            guard dictionary.digest == digest else {
+                throw CatalogError.digestMismatch(object: origin.url(for: object), actual: dictionary.digest.hex)
+            }
+            return dictionary
+        }
+        lock.withLock { dictionaries[digest] = dictionary }
+        return dictionary
+    }
+
+    /// All dictionaries a manifest's chunks may need, in manifest order.
+    public func loadDictionaries(for manifest: Manifest) async throws -> [ZstdDictionary] {
+        var result: [ZstdDictionary] = []
+        for digest in manifest.dictionaries { result.append(try await loadDictionary(digest)) }
+        return result
+    }
+
+    public func loadModel(_ digest: Digest) async throws -> Data {
+        let object = CatalogObject.model(digest)
+        return try await fetchVerified(object, maximumBytes: Self.maximumModelBytes, expectedBytes: nil,
+                                       ticket: FetchTicket(priority: .demand)) { data, origin in
+            let actual = Digest.of(data)
+            guard actual == digest else { throw CatalogError.digestMismatch(object: origin.url(for: object), actual: actual.hex) }
+            return data
+        }
+    }
+
+    /// One chunk, verified: returns the stored frame (for mirrors) and its decompressed bytes.
+    /// `length` is the chunk's uncompressed size from the manifest; `dictionary` the one `ref.dict` names.
+    public func loadChunk(_ ref: ChunkRef, length: Int, dictionary: ZstdDictionary?,
+                          ticket: FetchTicket) async throws -> (frame: Data, bytes: [UInt8]) {
+        let object = CatalogObject.chunk(ref.id)
+        return try await fetchVerified(object, maximumBytes: ref.stored, expectedBytes: ref.stored, ticket: ticket) { data, _ in
+            (data, try ChunkDecoder.decode(frame: data, chunk: ref.id, length: length, dictionary: dictionary, pool: self.decompressors))
+        }
+    }
+
+    /// Verifies a frame that came from somewhere other than this client (a cache or mirror on disk).
+    public func decodeChunk(frame: Data, ref: ChunkRef, length: Int, dictionary: ZstdDictionary?) throws -> [UInt8] {
+        try ChunkDecoder.decode(frame: frame, chunk: ref.id, length: length, dictionary: dictionary, pool: decompressors)
+    }
+
+    /// The retry and failover loop shared by every object kind.
+    func fetchVerified<T>(_ object: CatalogObject, maximumBytes: Int, expectedBytes: Int?, ticket: FetchTicket,
+                          verify: @escaping (Data, Origin) throws -> T) async throws -> T {
+        var attempts: [String] = []
+        for index in pool.order() {
+            let origin = pool.origins[index]
+            var attempt = 0
+            var switchedMode = false
+            while attempt < retry.attemptsPerOrigin {
+                let pause = retry.backoff(beforeAttempt: attempt)
+                if pause > 0 { try await Task.sleep(nanoseconds: UInt64(pause * 1e9)) }
+                try Task.checkCancellation()
+                let request = FetchRequest(url: origin.url(for: object), priority: ticket.priority, mode: pool.mode(index),
+                                           maximumBytes: maximumBytes, expectedBytes: expectedBytes)
+                let id = fetcher.makeRequestID()
+                ticket.began(id, on: fetcher)
+                do {
+                    let body = try await fetcher.fetch(request, id: id)
+                    ticket.ended()
+                    let value = try verify(body.data, origin)
+                    pool.succeeded(index, httpVersion: body.httpVersion)
+                    return value
+                } catch FetchError.cancelled {
+                    ticket.ended()
+                    throw CancellationError()
+                } catch let error as FetchError {
+                    ticket.ended()
+                    if error == .shutDown { throw error }
+                    if !switchedMode, pool.switchMode(index, after: error) {
+                        switchedMode = true
+                        logger.info("origin does not answer in this HTTP version; switching", metadata: ["origin": "\(origin)"])
+                        continue
+                    }
+                    attempts.append("\(origin): \(error)")
+                    pool.failed(index)
+                    logger.debug("fetch failed", metadata: ["object": "\(object)", "origin": "\(origin)", "error": "\(error)"])
+                    if error == .httpStatus(404) { break }
+                } catch {
+                    ticket.ended()
+                    if error is CancellationError { throw error }
+                    attempts.append("\(origin): \(error)")
+                    pool.failed(index)
+                    logger.warning("object failed verification", metadata: ["object": "\(object)", "origin": "\(origin)", "error": "\(error)"])
+                }
+                attempt += 1
+            }
+        }
+        throw ClientError.noUsableOrigin(object: object.path, attempts: attempts)
+    }
+}

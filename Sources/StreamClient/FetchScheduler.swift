@@ -1,0 +1,145 @@
+/// Identifies one submitted request so it can be cancelled or re-prioritised while queued.
+public struct RequestID: Hashable, Sendable, CustomStringConvertible {
+    public let value: UInt64
+    public var description: String { "#\(value)" }
+}
+
+/// Decides which queued request starts next. Demand requests start first, in arrival order, limited
+/// only by the stream cap. Prefetch requests start in rank order, and only while the bytes already in
+/// flight fit in the prefetch window (about one bandwidth-delay product): more would sit in server and
+/// socket buffers ahead of the next demand miss without making the link any faster.
+/// A pure value type; the transfer loop owns it on its thread.
+struct FetchScheduler {
+    struct Entry {
+        let id: RequestID
+        var priority: FetchPriority
+        /// Bytes this request will bring in, for the window (its expected or maximum size).
+        let weightBytes: Int
+        let sequence: UInt64
+    }
+
+    /// Streams in flight at most (HTTP/2 servers commonly allow 100 or 128; nginx allows 128).
+    var maximumInFlight = 96
+    /// Smallest prefetch window in bytes, used before the link is measured and on very short paths.
+    var minimumPrefetchWindowBytes = 512 * 1024
+    /// Window = this many bandwidth-delay products (headroom for rate fluctuation keeps the link full).
+    var windowInBDPs = 1.5
+
+    private var demandQueue: [Entry] = []
+    private var demandHead = 0
+    /// Sorted so that the next prefetch to start is last (cheap removal).
+    private var prefetchQueue: [Entry] = []
+    private var nextSequence: UInt64 = 0
+    private(set) var inFlight: [RequestID: Entry] = [:]
+    private(set) var demandBytesInFlight = 0
+    private(set) var prefetchBytesInFlight = 0
+
+    var queuedCount: Int { demandQueue.count - demandHead + prefetchQueue.count }
+    var queuedDemandCount: Int { demandQueue.count - demandHead }
+
+    mutating func enqueue(_ id: RequestID, priority: FetchPriority, weightBytes: Int) {
+        let entry = Entry(id: id, priority: priority, weightBytes: max(1, weightBytes), sequence: nextSequence)
+        nextSequence += 1
+        insert(entry)
+    }
+
+    private mutating func insert(_ entry: Entry) {
+        switch entry.priority {
+        case .demand:
+            demandQueue.append(entry)
+        case .prefetch:
+            let index = prefetchInsertionIndex(for: entry)
+            prefetchQueue.insert(entry, at: index)
+        }
+    }
+
+    /// Binary search in the descending (rank, sequence) order.
+    private func prefetchInsertionIndex(for entry: Entry) -> Int {
+        let key = sortKey(entry)
+        var low = 0, high = prefetchQueue.count
+        while low < high {
+            let mid = (low + high) / 2
+            if sortKey(prefetchQueue[mid]) > key { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+
+    private func sortKey(_ entry: Entry) -> (Double, UInt64) {
+        if case .prefetch(let rank) = entry.priority { return (rank, entry.sequence) }
+        return (-.infinity, entry.sequence)
+    }
+
+    /// Removes a queued request; returns false if it is not queued (already started or unknown).
+    mutating func removeQueued(_ id: RequestID) -> Bool {
+        if let index = prefetchQueue.firstIndex(where: { $0.id == id }) {
+            prefetchQueue.remove(at: index)
+            return true
+        }
+        if let index = demandQueue[demandHead...].firstIndex(where: { $0.id == id }) {
+            demandQueue.remove(at: index)
+            return true
+        }
+        return false
+    }
+
+    /// Changes a queued request's priority. A request already in flight keeps going (its bytes are
+    /// on the way); promoting it to demand moves its bytes out of the prefetch window.
+    mutating func reprioritize(_ id: RequestID, to priority: FetchPriority) {
+        if var entry = inFlight[id] {
+            if entry.priority != .demand, priority == .demand {
+                prefetchBytesInFlight -= entry.weightBytes
+                demandBytesInFlight += entry.weightBytes
+                entry.priority = .demand
+                inFlight[id] = entry
+            }
+            return
+        }
+        guard let index = prefetchQueue.firstIndex(where: { $0.id == id }) else { return }
+        var entry = prefetchQueue.remove(at: index)
+        entry.priority = priority
+        insert(entry)
+    }
+
+    /// The prefetch window for a link estimate.
+    func prefetchWindowBytes(for link: LinkEstimate) -> Int {
+        guard let bdp = link.bandwidthDelayProductBytes else { return minimumPrefetchWindowBytes }
+        return max(minimumPrefetchWindowBytes, Int(Double(bdp) * windowInBDPs))
+    }
+
+    /// Requests to start now, in order; they count as in flight until `finished` is called.
+    mutating func admit(link: LinkEstimate) -> [RequestID] {
+        var started: [RequestID] = []
+        while demandHead < demandQueue.count, inFlight.count < maximumInFlight {
+            let entry = demandQueue[demandHead]
+            demandHead += 1
+            inFlight[entry.id] = entry
+            demandBytesInFlight += entry.weightBytes
+            started.append(entry.id)
+        }
+        if demandHead > 64, demandHead * 2 > demandQueue.count {
+            demandQueue.removeFirst(demandHead)
+            demandHead = 0
+        }
+        guard demandHead == demandQueue.count else { return started }
+        let window = prefetchWindowBytes(for: link)
+        while let next = prefetchQueue.last, inFlight.count < maximumInFlight {
+            let occupied = prefetchBytesInFlight + demandBytesInFlight
+            // One prefetch may always run, so objects larger than the window still make progress.
+            guard prefetchBytesInFlight == 0 || occupied + next.weightBytes <= window else { break }
+            prefetchQueue.removeLast()
+            inFlight[next.id] = next
+            prefetchBytesInFlight += next.weightBytes
+            started.append(next.id)
+        }
+        return started
+    }
+
+    mutating func finished(_ id: RequestID) {
+        guard let entry = inFlight.removeValue(forKey: id) else { return }
+        if entry.priority == .demand {
+            demandBytesInFlight -= entry.weightBytes
+        } else {
+            prefetchBytesInFlight -= entry.weightBytes
+        }
+    }
+}

@@ -1,0 +1,277 @@
+import CCurl
+import Foundation
+import Logging
+
+/// HTTP client on libcurl's multi interface, running on its own thread (libcurl handles are not
+/// thread-safe, and blocking in `curl_multi_poll` must not occupy a Swift concurrency thread).
+/// Requests to one origin share one HTTP/2 connection (`CURLPIPE_MULTIPLEX` + `CURLOPT_PIPEWAIT`);
+/// the `FetchScheduler` decides what starts when; a `LinkEstimator` measures bandwidth and RTT.
+public final class Fetcher: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var connectTimeoutSeconds = 10.0
+        /// A transfer that receives nothing for this long is aborted (and retried by callers).
+        public var stallTimeoutSeconds = 15.0
+        public var maximumInFlight = 96
+        public var minimumPrefetchWindowBytes = 512 * 1024
+        public var windowInBDPs = 1.5
+        /// Extra CA bundle for https origins (self-signed edge hosts).
+        public var caFile: String?
+        public init() {}
+    }
+
+    private enum Command {
+        case submit(CurlTransferSpec)
+        case cancel(RequestID)
+        case reprioritize(RequestID, FetchPriority)
+    }
+
+    struct CurlTransferSpec {
+        let id: RequestID
+        let request: FetchRequest
+        let completion: @Sendable (Result<FetchedBody, FetchError>) -> Void
+    }
+
+    public let configuration: Configuration
+    private let logger: Logger
+    private let multi: UnsafeMutableRawPointer
+    private let lock = NSLock()
+    // Guarded by `lock`: the inbox from other threads, and the published estimate.
+    private var inbox: [Command] = []
+    private var stopping = false
+    private var publishedEstimate = LinkEstimate(bytesReceived: 0)
+    private var publishedCounts = (queued: 0, inFlight: 0)
+    private var nextID: UInt64 = 1
+    private let stopped = DispatchSemaphore(value: 0)
+
+    // Owned by the transfer thread.
+    private var scheduler = FetchScheduler()
+    private var estimator = LinkEstimator()
+    private var queued: [RequestID: CurlTransferSpec] = [:]
+    private var active: [RequestID: CurlTransfer] = [:]
+    private var activeByHandle: [UnsafeMutableRawPointer: RequestID] = [:]
+    private var cancelledBeforeSubmit: Set<RequestID> = []
+
+    public init(configuration: Configuration = Configuration(), logger: Logger) throws {
+        CurlGlobal.initialize()
+        guard let multi = curl_multi_init() else { throw ClientError.curl("curl_multi_init failed") }
+        self.multi = multi
+        self.configuration = configuration
+        self.logger = logger
+        ccurl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
+        // Several connections per host only matter for HTTP/1.1 origins; HTTP/2 requests wait for
+        // and share one connection (PIPEWAIT).
+        ccurl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 6)
+        ccurl_multi_setopt_long(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, configuration.maximumInFlight)
+        scheduler.maximumInFlight = configuration.maximumInFlight
+        scheduler.minimumPrefetchWindowBytes = configuration.minimumPrefetchWindowBytes
+        scheduler.windowInBDPs = configuration.windowInBDPs
+        let thread = Thread { [self] in run() }
+        thread.name = "streamvm-fetcher"
+        thread.start()
+    }
+
+    deinit {
+        shutdown()
+        curl_multi_cleanup(multi)
+    }
+
+    /// Stops the transfer thread; queued and running requests fail with `.shutDown`. Idempotent.
+    public func shutdown() {
+        lock.lock()
+        let wasStopping = stopping
+        stopping = true
+        lock.unlock()
+        guard !wasStopping else { return }
+        curl_multi_wakeup(multi)
+        stopped.wait()
+    }
+
+    public func makeRequestID() -> RequestID {
+        lock.lock()
+        defer { lock.unlock() }
+        nextID += 1
+        return RequestID(value: nextID)
+    }
+
+    /// Queues `request`; `completion` runs on the fetcher thread and must return quickly.
+    public func submit(_ request: FetchRequest, id: RequestID? = nil,
+                       completion: @escaping @Sendable (Result<FetchedBody, FetchError>) -> Void) -> RequestID {
+        let id = id ?? makeRequestID()
+        if !send(.submit(CurlTransferSpec(id: id, request: request, completion: completion))) {
+            completion(.failure(.shutDown))
+        }
+        return id
+    }
+
+    /// Fetches `request`; cancelling the calling task cancels the request.
+    public func fetch(_ request: FetchRequest, id: RequestID? = nil) async throws -> FetchedBody {
+        let id = id ?? makeRequestID()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<FetchedBody, any Error>) in
+                _ = submit(request, id: id) { continuation.resume(with: $0.mapError { $0 as any Error }) }
+            }
+        } onCancel: {
+            cancel(id)
+        }
+    }
+
+    /// Cancels a queued or running request; its completion reports `.cancelled`.
+    public func cancel(_ id: RequestID) { _ = send(.cancel(id)) }
+
+    /// Moves a queued request to another priority (a prefetch that a reader now waits for becomes demand).
+    public func reprioritize(_ id: RequestID, to priority: FetchPriority) { _ = send(.reprioritize(id, priority)) }
+
+    /// The current bandwidth and RTT measurements.
+    public var linkEstimate: LinkEstimate {
+        lock.lock()
+        defer { lock.unlock() }
+        return publishedEstimate
+    }
+
+    /// Requests waiting and running, for progress displays and tests.
+    public var load: (queued: Int, inFlight: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        return publishedCounts
+    }
+
+    private func send(_ command: Command) -> Bool {
+        lock.lock()
+        guard !stopping else { lock.unlock(); return false }
+        inbox.append(command)
+        lock.unlock()
+        curl_multi_wakeup(multi)
+        return true
+    }
+
+    // MARK: transfer thread
+
+    private func run() {
+        var running: Int32 = 0
+        while true {
+            lock.lock()
+            let commands = inbox
+            inbox.removeAll(keepingCapacity: true)
+            let stop = stopping
+            lock.unlock()
+            if stop { break }
+            let now = monotonicSeconds()
+            for command in commands { apply(command, now: now) }
+            startAdmitted(now: now)
+            curl_multi_perform(multi, &running)
+            collectFinished()
+            abortStalled(now: monotonicSeconds())
+            let after = monotonicSeconds()
+            estimator.tick(at: after, busy: !active.isEmpty)
+            publish()
+            // Wake at least every 50 ms to close estimator bins and check for stalls.
+            curl_multi_poll(multi, nil, 0, 50, nil)
+        }
+        for spec in queued.values { spec.completion(.failure(.shutDown)) }
+        queued.removeAll()
+        for transfer in Array(active.values) { finish(transfer, with: .failure(.shutDown)) }
+        stopped.signal()
+    }
+
+    private func apply(_ command: Command, now: Double) {
+        switch command {
+        case .submit(let spec):
+            if cancelledBeforeSubmit.remove(spec.id) != nil {
+                spec.completion(.failure(.cancelled))
+                return
+            }
+            queued[spec.id] = spec
+            scheduler.enqueue(spec.id, priority: spec.request.priority,
+                              weightBytes: spec.request.expectedBytes ?? min(spec.request.maximumBytes, 1 << 20))
+        case .cancel(let id):
+            if let spec = queued.removeValue(forKey: id) {
+                _ = scheduler.removeQueued(id)
+                spec.completion(.failure(.cancelled))
+            } else if let transfer = active[id] {
+                finish(transfer, with: .failure(.cancelled))
+            } else {
+                // The cancel overtook its submit (both race through the inbox); remember it briefly.
+                if cancelledBeforeSubmit.count > 4096 { cancelledBeforeSubmit.removeAll() }
+                cancelledBeforeSubmit.insert(id)
+            }
+        case .reprioritize(let id, let priority):
+            scheduler.reprioritize(id, to: priority)
+            if let spec = queued[id] {
+                var request = spec.request
+                request.priority = priority
+                queued[id] = CurlTransferSpec(id: id, request: request, completion: spec.completion)
+            }
+        }
+    }
+
+    private func startAdmitted(now: Double) {
+        for id in scheduler.admit(link: estimator.estimate) {
+            guard let spec = queued.removeValue(forKey: id) else { scheduler.finished(id); continue }
+            guard let transfer = CurlTransfer(id: id, request: spec.request, now: now, configuration: configuration,
+                                              completion: spec.completion) else {
+                scheduler.finished(id)
+                spec.completion(.failure(.transport(code: -1, message: "curl_easy_init failed")))
+                continue
+            }
+            transfer.attachContext()
+            transfer.onBytes = { [unowned self, unowned transfer] count in
+                let time = monotonicSeconds()
+                transfer.lastProgress = time
+                estimator.received(count, at: time)
+            }
+            active[id] = transfer
+            activeByHandle[transfer.handle] = id
+            curl_multi_add_handle(multi, transfer.handle)
+        }
+    }
+
+    private func collectFinished() {
+        var remaining: Int32 = 0
+        while let message = curl_multi_info_read(multi, &remaining) {
+            guard message.pointee.msg == CURLMSG_DONE, let handle = message.pointee.easy_handle,
+                  let id = activeByHandle[handle], let transfer = active[id] else { continue }
+            let outcome = transfer.outcome(code: message.pointee.data.result)
+            if case .success(let body) = outcome {
+                estimator.firstByte(after: body.firstByteSeconds, at: monotonicSeconds())
+            }
+            finish(transfer, with: outcome)
+        }
+    }
+
+    private func abortStalled(now: Double) {
+        for transfer in active.values where now - transfer.lastProgress > configuration.stallTimeoutSeconds {
+            logger.debug("aborting stalled transfer", metadata: ["url": "\(transfer.request.url)"])
+            finish(transfer, with: .failure(.stalled(seconds: now - transfer.lastProgress)))
+        }
+    }
+
+    private func finish(_ transfer: CurlTransfer, with outcome: Result<FetchedBody, FetchError>) {
+        curl_multi_remove_handle(multi, transfer.handle)
+        active.removeValue(forKey: transfer.id)
+        activeByHandle.removeValue(forKey: transfer.handle)
+        scheduler.finished(transfer.id)
+        transfer.onBytes = nil
+        transfer.completion(outcome)
+    }
+
+    private func publish() {
+        let estimate = estimator.estimate
+        lock.lock()
+        publishedEstimate = estimate
+        publishedCounts = (scheduler.queuedCount, active.count)
+        lock.unlock()
+    }
+}
+
+/// `curl_global_init` must run once, before any other libcurl call, and is not thread-safe itself.
+enum CurlGlobal {
+    private static let once: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+    static func initialize() { _ = once }
+}
+
+/// Seconds on the monotonic clock, for durations that must not jump with wall-clock changes.
+func monotonicSeconds() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+}

@@ -1,0 +1,85 @@
+/// What the fetcher currently believes about the network path. The prefetch scheduler sizes its
+/// buffering from these; nil means "not measured yet".
+public struct LinkEstimate: Sendable, Equatable {
+    /// Delivery rate while transfers were in flight (bytes per second), max-filtered like BBR's
+    /// bottleneck-bandwidth estimate, so an idle or half-used link does not lower it.
+    public var bandwidthBytesPerSecond: Double?
+    /// Minimum request-to-first-byte time over the recent window (propagation plus server time).
+    public var rttSeconds: Double?
+    /// Smoothed request-to-first-byte time (RFC 6298 style, gain 1/8), which includes queueing.
+    public var smoothedRTTSeconds: Double?
+    /// Total body bytes received since the fetcher started.
+    public var bytesReceived: Int
+
+    public var bandwidthDelayProductBytes: Int? {
+        guard let bandwidthBytesPerSecond, let rttSeconds else { return nil }
+        return Int(bandwidthBytesPerSecond * rttSeconds)
+    }
+}
+
+/// Turns byte arrivals and first-byte times into a `LinkEstimate`. A pure value: time is passed in,
+/// so tests drive it with made-up clocks.
+struct LinkEstimator {
+    /// Length of one delivery-rate sample. Long enough to average over many TCP segments, short
+    /// enough to react within a second.
+    var binSeconds = 0.1
+    /// How many recent rate samples the max filter spans (BBR uses about ten round trips).
+    var bandwidthWindow = 10
+    /// How long an RTT sample stays a candidate for the minimum (BBR's min-RTT window is 10 s).
+    var rttWindowSeconds = 10.0
+
+    private var binStart: Double?
+    private var binBytes = 0
+    private var binBusySeconds = 0.0
+    private var lastTick: Double?
+    private var lastBusy = false
+    private var rateSamples: [Double] = []
+    private var rttSamples: [(time: Double, seconds: Double)] = []
+    private var smoothedRTT: Double?
+    private(set) var bytesReceived = 0
+
+    /// Records `bytes` arriving at `now`.
+    mutating func received(_ bytes: Int, at now: Double) {
+        bytesReceived += bytes
+        binBytes += bytes
+        if binStart == nil { binStart = now }
+    }
+
+    /// Called regularly by the transfer loop with whether any transfer was in flight since the last tick.
+    mutating func tick(at now: Double, busy: Bool) {
+        defer { lastTick = now; lastBusy = busy }
+        if let lastTick, lastBusy || busy { binBusySeconds += now - lastTick }
+        guard let start = binStart else {
+            if busy { binStart = now }
+            return
+        }
+        guard now - start >= binSeconds else { return }
+        // Only bins in which the link was busy most of the time say something about its capacity.
+        if binBusySeconds >= (now - start) / 2, binBytes > 0 {
+            rateSamples.append(Double(binBytes) / binBusySeconds)
+            if rateSamples.count > bandwidthWindow { rateSamples.removeFirst(rateSamples.count - bandwidthWindow) }
+        }
+        binStart = busy ? now : nil
+        binBytes = 0
+        binBusySeconds = 0
+    }
+
+    /// Records one request's time from sending to its first response byte.
+    mutating func firstByte(after seconds: Double, at now: Double) {
+        guard seconds > 0, seconds.isFinite else { return }
+        rttSamples.append((now, seconds))
+        rttSamples.removeAll { now - $0.time > rttWindowSeconds }
+        if let smoothed = smoothedRTT {
+            smoothedRTT = smoothed + (seconds - smoothed) / 8
+        } else {
+            smoothedRTT = seconds
+        }
+    }
+
+    var estimate: LinkEstimate {
+        LinkEstimate(bandwidthBytesPerSecond: rateSamples.max(),
+                     rttSeconds: rttSamples.map(\.seconds).min(),
+                     smoothedRTTSeconds: smoothedRTT,
+                     bytesReceived: bytesReceived)
+    }
+}

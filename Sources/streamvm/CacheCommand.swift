@@ -1,0 +1,45 @@
+import ArgumentParser
+import StreamClient
+
+struct CacheCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cache",
+        abstract: "Inspect and maintain the host's chunk cache.",
+        subcommands: [Stats.self, GC.self, Verify.self])
+
+    struct Location: ParsableArguments {
+        @Option(help: "Chunk cache directory.")
+        var cacheDir: String = ClientOptions.defaultCacheDirectory
+
+        @Option(help: "Size limit to enforce, e.g. 20G.")
+        var cacheSize: String = "20G"
+
+        func open() throws -> ChunkCache {
+            guard let capacity = ByteSize.parse(cacheSize) else { throw ValidationError("--cache-size '\(cacheSize)' is not a size like 20G") }
+            return try ChunkCache(root: cacheDir, capacityBytes: capacity, logger: commandLogger("streamvm.cache"))
+        }
+    }
+
+    struct Stats: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Chunks, bytes and pins in the cache.")
+        @OptionGroup var location: Location
+        func run() throws { try printJSON(try location.open().statistics()) }
+    }
+
+    struct GC: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "gc", abstract: "Remove crash leftovers and evict least-recently-used unpinned chunks down to the size limit.")
+        @OptionGroup var location: Location
+        func run() throws { try printJSON(try location.open().collectGarbage()) }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Hash every cached chunk; delete damaged ones.")
+        @OptionGroup var location: Location
+        func run() throws {
+            let report = try location.open().verifyAll()
+            try printJSON(report)
+            if report.damagedRemoved > 0 { throw ExitCode(1) }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import Catalog
+import Foundation
+import Logging
+@testable import StreamClient
+
+/// Builds the real client stack (fetcher, catalogue client, cache, loader) for a test.
+struct ClientHarness {
+    let fetcher: Fetcher
+    let client: CatalogClient
+    let cache: ChunkCache?
+    let loader: ChunkLoader
+
+    static let logger: Logger = {
+        var logger = Logger(label: "streamvm.test")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    /// Retries are quick in tests; the stall timeout is short so stall tests finish promptly.
+    static let quickRetry = RetryPolicy(attemptsPerOrigin: 3, backoffSeconds: [0.01, 0.02])
+
+    init(origins: [String], trust: SignedCatalog.Trust, cacheRoot: String? = nil, cacheCapacity: Int = 1 << 30,
+         retry: RetryPolicy = ClientHarness.quickRetry, stallTimeout: Double = 0.5) throws {
+        var configuration = Fetcher.Configuration()
+        configuration.stallTimeoutSeconds = stallTimeout
+        fetcher = try Fetcher(configuration: configuration, logger: Self.logger)
+        client = try CatalogClient(origins: origins.map { try Origin($0) }, trust: trust, fetcher: fetcher,
+                                   retry: retry, logger: Self.logger)
+        cache = try cacheRoot.map { try ChunkCache(root: $0, capacityBytes: cacheCapacity, logger: Self.logger) }
+        loader = ChunkLoader(client: client, cache: cache)
+    }
+
+    func shutdown() { fetcher.shutdown() }
+
+    /// Opens the fixture's disk through the full stack.
+    func openDisk(_ fixture: FixtureCatalog, overlayPath: String? = nil,
+                  traceSink: (any AccessTraceSink)? = nil) async throws -> LazyImage {
+        let (catalog, _) = try await client.loadCatalog()
+        let resolved = try catalog.index.resolve(fixture.name)
+        let (manifest, _) = try await client.loadManifest(resolved.entry.manifest)
+        return try await LazyImage.open(manifest: manifest, role: .disk, loader: loader, overlayPath: overlayPath,
+                                        traceSink: traceSink)
+    }
+}
+
+/// Collects first accesses for assertions.
+final class RecordingTraceSink: AccessTraceSink, @unchecked Sendable {
+    private let lock = NSLock()
+    private var recorded: [FirstAccess] = []
+    func record(_ access: FirstAccess) {
+        lock.lock()
+        recorded.append(access)
+        lock.unlock()
+    }
+    var accesses: [FirstAccess] {
+        lock.lock()
+        defer { lock.unlock() }
+        return recorded
+    }
+}

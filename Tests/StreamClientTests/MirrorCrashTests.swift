@@ -1,0 +1,88 @@
+import Catalog
+import Foundation
+import Testing
+@testable import StreamClient
+
+/// `kill -9` of a running `streamvm mirror` leaves no damaged object, and the next run finishes the
+/// job fetching only what is missing.
+@Suite struct MirrorCrashTests {
+    /// The `streamvm` executable SwiftPM built beside this test bundle.
+    static var streamvmPath: String? {
+        guard let executable = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
+        var directory = (executable as NSString).deletingLastPathComponent
+        // The test binary may sit inside an .xctest bundle directory.
+        if directory.hasSuffix(".xctest") || directory.contains(".xctest/") {
+            directory = String(directory[..<directory.range(of: ".xctest")!.lowerBound])
+            directory = (directory as NSString).deletingLastPathComponent
+        }
+        let candidate = "\(directory)/streamvm"
+        return FileManager.default.isExecutableFile(atPath: candidate) ? candidate : nil
+    }
+
+    @Test func killDuringMirrorLeavesNoCorruptFileAndTheNextRunResumes() async throws {
+        let binary = try #require(Self.streamvmPath, "streamvm executable not found beside the test bundle; run `swift build` first")
+        let directory = try TemporaryDirectory()
+        let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkSize: 16384, chunkCount: 60)
+        let keyPath = directory.sub("trusted.pub")
+        try fixture.key.publicKey.fileContents.write(toFile: keyPath, atomically: true, encoding: .utf8)
+        let peer = try HostilePeer(root: fixture.root)
+        defer { peer.stop() }
+        // Slow chunk bodies, so the process is killed with transfers and writes in progress.
+        peer.inject(.throttle(bytesPerSecond: 40_000)) { $0.hasPrefix("/chunks/") }
+        let mirrorRoot = directory.sub("mirror")
+
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["mirror", peer.url, mirrorRoot, "--trust", keyPath, "--cache-dir", directory.sub("unused-cache")]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let chunkDirectory = "\(mirrorRoot)/chunks"
+        var written = 0
+        for _ in 0..<1000 where written < 5 {
+            usleep(20_000)
+            written = CatalogDirectory.countFiles(under: chunkDirectory)
+        }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal)
+
+        let destination = try CatalogDirectory(root: mirrorRoot)
+        let distinct = Set(fixture.disk.chunks.compactMap { $0?.id }).count
+        let survived = destination.objects(of: .chunk).count
+        #expect(survived >= 5)
+        #expect(survived < distinct)
+        // catalog.json is written last, so a half-done mirror does not advertise anything.
+        #expect(!destination.contains(.catalog))
+        try MirrorCheck.assertEveryObjectVerifies(destination)
+
+        peer.clearFaults()
+        let before = peer.requestLog.count
+        let harness = try ClientHarness(origins: [peer.url], trust: fixture.trust)
+        defer { harness.shutdown() }
+        let report = try await CatalogMirror(client: harness.client, destination: destination, logger: ClientHarness.logger)
+            .run(appliances: nil)
+        #expect(report.chunksPresent == survived)
+        #expect(report.chunksFetched == distinct - survived)
+        let refetched = peer.requestLog[before...].filter { $0.hasPrefix("/chunks/") }
+        #expect(refetched.count == distinct - survived)
+        try MirrorCheck.assertComplete(mirror: destination, like: fixture)
+        // The killed run's temp files were cleaned up.
+        #expect(CatalogDirectory.countFiles(under: mirrorRoot, prefix: ".tmp-") == 0)
+    }
+}
+
+extension CatalogDirectory {
+    /// Files (optionally only those whose name starts with `prefix`) anywhere below `path`.
+    static func countFiles(under path: String, prefix: String = "") -> Int {
+        guard let enumerator = FileManager.default.enumerator(atPath: path) else { return 0 }
+        var count = 0
+        while let item = enumerator.nextObject() as? String {
+            let name = (item as NSString).lastPathComponent
+            var isDirectory: ObjCBool = false
+            _ = FileManager.default.fileExists(atPath: "\(path)/\(item)", isDirectory: &isDirectory)
+            if !isDirectory.boolValue, name.hasPrefix(prefix), prefix.isEmpty ? !name.hasPrefix(".tmp-") : true { count += 1 }
+        }
+        return count
+    }
+}

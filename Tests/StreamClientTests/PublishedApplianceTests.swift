@@ -1,0 +1,71 @@
+import Catalog
+import Foundation
+import Logging
+import StreamServer
+import Testing
+@testable import StreamClient
+
+/// The whole chain with real components: the lead's `Publisher` writes a signed catalogue (with a
+/// trained zstd dictionary), nginx serves it over HTTP/2, and the client reads it lazily.
+@Suite struct PublishedApplianceTests {
+    /// A disk of text-like chunks (so a dictionary is trained), random chunks, zero runs and repeats.
+    static func diskImage(chunkSize: Int, chunks: Int) -> [UInt8] {
+        var generator = SeededGenerator(seed: 99)
+        var bytes = [UInt8](repeating: 0, count: chunkSize * chunks + 777)
+        for chunk in 0..<chunks where chunk % 4 != 3 {
+            let start = chunk * chunkSize
+            if chunk % 4 == 2 {
+                for i in 0..<chunkSize { bytes[start + i] = UInt8.random(in: 0...255, using: &generator) }
+            } else {
+                let text = Array("sector \(chunk) of a published appliance, /usr/lib/x86_64-linux-gnu/libc.so.6\n".utf8)
+                for i in 0..<chunkSize { bytes[start + i] = text[(i + chunk) % text.count] }
+            }
+        }
+        for i in (chunks * chunkSize)..<bytes.count { bytes[i] = UInt8(i % 251) }
+        return bytes
+    }
+
+    @Test func randomReadsOfAPublishedApplianceOverNginxEqualTheOriginal() async throws {
+        let directory = try TemporaryDirectory()
+        let applianceDirectory = directory.sub("appliance")
+        try FileManager.default.createDirectory(atPath: applianceDirectory, withIntermediateDirectories: true)
+        let config = #"{"name":"demo","version":"1.0","memoryMiB":64,"vcpus":1,"readyMarker":"STREAMVM-READY"}"#
+        try Data(config.utf8).write(to: URL(fileURLWithPath: "\(applianceDirectory)/appliance.json"))
+        let chunkSize = 16384
+        let disk = Self.diskImage(chunkSize: chunkSize, chunks: 96)
+        try Data(disk).write(to: URL(fileURLWithPath: "\(applianceDirectory)/disk.img"))
+        let key = SigningKey()
+        var options = PublishOptions()
+        options.chunkSize = chunkSize
+        options.level = 3
+        _ = try Publisher(catalog: try CatalogDirectory(root: directory.sub("catalog"), create: true), key: key,
+                          options: options, logger: ClientHarness.logger)
+            .publish(try ApplianceDirectory(path: applianceDirectory))
+
+        guard let nginx = try NginxProcess(root: directory.sub("catalog")) else {
+            print("SKIPPED: nginx is not installed (apt-get install nginx-light); real-peer test not run")
+            return
+        }
+        defer { nginx.stop() }
+        let harness = try ClientHarness(origins: [nginx.url], trust: .key(key.publicKey), cacheRoot: directory.sub("cache"))
+        defer { harness.shutdown() }
+        let (catalog, _) = try await harness.client.loadCatalog()
+        let (manifest, _) = try await harness.client.loadManifest(try catalog.index.resolve("demo").entry.manifest)
+        let image = try await LazyImage.open(manifest: manifest, role: .disk, loader: harness.loader)
+        #expect(image.size == disk.count)
+        var generator = SeededGenerator(seed: 5)
+        for _ in 0..<250 {
+            let offset = Int.random(in: 0..<disk.count, using: &generator)
+            let length = Int.random(in: 1...min(50_000, disk.count - offset), using: &generator)
+            #expect(try await image.read(offset: offset, length: length) == Array(disk[offset..<(offset + length)]))
+        }
+        #expect(try await image.read(offset: 0, length: disk.count) == disk)
+        #expect(nginx.accessLog.allSatisfy { $0.contains("HTTP/2.0") })
+
+        // The same appliance, fully materialised by `fetch`'s downloader, from the same cache.
+        let report = try await ApplianceDownloader(loader: harness.loader, logger: ClientHarness.logger)
+            .download("demo", into: directory.sub("out"))
+        #expect(report.chunksFetched == 0)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: directory.sub("out/disk.img"))) == Data(disk))
+    }
+}
