@@ -45,11 +45,3 @@ struct BenchPublishCommand: ParsableCommand {
         }
     }
 }
-
-/// `streamvm bench …`: benchmarks that print JSON and a table for BENCHMARKS.md.
-struct BenchCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "bench",
-        abstract: "Benchmarks (JSON plus a Markdown table).",
-        subcommands: [BenchPublishCommand.self, BenchClientCommand.self])
-}

@@ -47,6 +47,8 @@ public struct BootTiming: Sendable {
 public final class Machine: @unchecked Sendable {
     /// Signal used only to interrupt a vCPU thread's KVM_RUN (its handler does nothing).
     static let kickSignal = SIGUSR2
+    /// How long `run` waits for vCPU threads to leave the guest after a stop.
+    static let joinLimit: Duration = .seconds(10)
 
     public let configuration: MachineConfiguration
     public let memory: GuestMemory
@@ -187,9 +189,17 @@ public final class Machine: @unchecked Sendable {
         } else {
             stopped.wait()
         }
-        // Join every vCPU thread so nothing touches guest memory after run returns.
+        // Join every vCPU thread, kicking until each has left KVM_RUN. The threads hold `self`, so
+        // guest memory outlives them even if one is wedged in the kernel past the join limit.
+        let joinDeadline = ContinuousClock.now + Self.joinLimit
         for _ in vcpus {
-            while threadsFinished.wait(timeout: .now() + .milliseconds(100)) == .timedOut { kickAll() }
+            while threadsFinished.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
+                guard ContinuousClock.now < joinDeadline else {
+                    logger.error("a vCPU thread did not leave KVM_RUN within \(Self.joinLimit); returning without it")
+                    return stopReason.withLock { $0 } ?? .failure("stopped without a reason")
+                }
+                kickAll()
+            }
         }
         return stopReason.withLock { $0 } ?? .failure("stopped without a reason")
     }

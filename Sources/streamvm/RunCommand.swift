@@ -1,0 +1,180 @@
+import ArgumentParser
+import Catalog
+import Dispatch
+import Foundation
+import Glibc
+import Hypervisor
+import Logging
+
+/// `streamvm run <appliance-dir>`: boots a local appliance directory on KVM with its console on this
+/// terminal. Each way a run ends has its own exit status and a one-line reason on stderr.
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Boot a local appliance directory (appliance.json, kernel, initrd, disk.img) on KVM.",
+        discussion: """
+            Exit status: 0 guest powered off cleanly, 3 guest powered off with a non-zero code, \
+            4 guest rebooted, 5 triple fault, 6 guest halted, 124 time limit, 130 interrupted (Ctrl-C), \
+            1 VMM failure or invalid appliance.
+            """)
+
+    /// Exit statuses, one per way a run can end.
+    enum Status {
+        static let poweredOff: Int32 = 0
+        static let failure: Int32 = 1
+        static let poweredOffWithError: Int32 = 3
+        static let rebooted: Int32 = 4
+        static let tripleFault: Int32 = 5
+        static let halted: Int32 = 6
+        /// As timeout(1).
+        static let timedOut: Int32 = 124
+        /// 128 + SIGINT, the shell convention for "ended by Ctrl-C".
+        static let interrupted: Int32 = 130
+    }
+
+    @Argument(help: "Appliance directory holding appliance.json and its artifacts.")
+    var appliance: String
+
+    @Option(help: "Guest RAM in MiB (default: the appliance's memoryMiB).")
+    var memory: Int?
+
+    @Option(help: "Number of vCPUs (default: the appliance's vcpus).")
+    var vcpus: Int?
+
+    @Option(help: "Copy-on-write overlay file for disk.img; the appliance's disk is then never modified.")
+    var diskOverlay: String?
+
+    @Option(help: "Stop the guest after this many seconds.")
+    var timeout: Double?
+
+    @Flag(help: "Log VMM diagnostics to stderr.")
+    var verbose = false
+
+    func run() throws {
+        let directory = URL(fileURLWithPath: appliance)
+        let configPath = directory.appendingPathComponent("appliance.json").path
+        let config: ApplianceConfig
+        do {
+            config = try JSONDecoder().decode(ApplianceConfig.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
+            try config.validate(file: configPath)
+        } catch {
+            throw ValidationError("cannot use \(configPath): \(error)")
+        }
+        let memoryMiB = memory ?? config.memoryMiB
+        let vcpuCount = vcpus ?? config.vcpus
+        guard (2...ApplianceConfig.maximumMemoryMiB).contains(memoryMiB) else { throw ValidationError("--memory must be 2...\(ApplianceConfig.maximumMemoryMiB) MiB") }
+        guard (1...ApplianceConfig.maximumVCPUs).contains(vcpuCount) else { throw ValidationError("--vcpus must be 1...\(ApplianceConfig.maximumVCPUs)") }
+
+        func artifact(_ role: ArtifactRole) -> String? {
+            let path = directory.appendingPathComponent(role.fileName).path
+            return FileManager.default.fileExists(atPath: path) ? path : nil
+        }
+        guard let kernelPath = artifact(.kernel) else { throw ValidationError("\(appliance) has no kernel") }
+        let kernel = Array(try Data(contentsOf: URL(fileURLWithPath: kernelPath)))
+        let image: BootImage
+        if config.kernelFormat == "flat" {
+            image = .flat(kernel)
+        } else {
+            image = .linux(kernel: kernel, initrd: try artifact(.initrd).map { Array(try Data(contentsOf: URL(fileURLWithPath: $0))) })
+        }
+        var disks: [any BlockBackend] = []
+        if let diskPath = artifact(.disk) {
+            if let diskOverlay {
+                disks.append(try CopyOnWriteOverlay(base: try RawFileBackend(path: diskPath, readOnly: true), overlayPath: diskOverlay))
+            } else {
+                disks.append(try RawFileBackend(path: diskPath, readOnly: false))
+            }
+        }
+
+        var logger = Logger(label: "streamvm.run")
+        logger.logLevel = verbose ? .debug : .warning
+        let terminal = TerminalMode.enterCharacterMode()
+        defer { terminal?.restore() }
+        let machine = try Machine(
+            configuration: MachineConfiguration(
+                memorySize: memoryMiB << 20, vcpuCount: vcpuCount, image: image,
+                commandLine: config.kernelCommandLine ?? "", disks: disks, readyMarker: config.readyMarker,
+                consoleOutput: { byte in ConsoleOutput.write(byte) }),
+            logger: logger)
+
+        // Ctrl-C / SIGTERM stop the guest; the run then returns normally so the terminal is restored.
+        let signalQueue = DispatchQueue(label: "streamvm.run.signals")
+        let sources = [SIGINT, SIGTERM].map { number -> any DispatchSourceSignal in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: signalQueue)
+            source.setEventHandler { machine.stop(.stopRequested) }
+            source.resume()
+            return source
+        }
+        defer { sources.forEach { $0.cancel() } }
+        if terminal != nil { ConsoleInput.start(feeding: machine.serial) }
+
+        let reason = machine.run(timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+        terminal?.restore()
+        FileHandle.standardError.write(Data("\nstreamvm: \(reason)\n".utf8))
+        throw ExitCode(Self.status(for: reason))
+    }
+
+    static func status(for reason: StopReason) -> Int32 {
+        switch reason {
+        case .powerOff(code: 0): return Status.poweredOff
+        case .powerOff: return Status.poweredOffWithError
+        case .reboot: return Status.rebooted
+        case .tripleFault: return Status.tripleFault
+        case .halted: return Status.halted
+        case .timedOut: return Status.timedOut
+        case .stopRequested: return Status.interrupted
+        case .failure: return Status.failure
+        }
+    }
+}
+
+/// Writes guest console bytes straight to stdout, unbuffered, so interactive output appears at once.
+enum ConsoleOutput {
+    static func write(_ byte: UInt8) {
+        var value = byte
+        _ = Glibc.write(STDOUT_FILENO, &value, 1)
+    }
+}
+
+/// Feeds terminal keystrokes to the guest's serial port from a dedicated thread.
+enum ConsoleInput {
+    static func start(feeding serial: Serial8250) {
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 256)
+            while true {
+                let count = read(STDIN_FILENO, &buffer, buffer.count)
+                if count < 0, errno == EINTR { continue }
+                guard count > 0 else { return }
+                serial.enqueueInput(Array(buffer[0..<count]))
+            }
+        }
+    }
+}
+
+/// Character-at-a-time terminal input without local echo, so the guest's shell does the echoing.
+/// ISIG stays on: Ctrl-C reaches the VMM as SIGINT and ends the run.
+final class TerminalMode {
+    private var original: termios
+    private var restored = false
+
+    private init(original: termios) {
+        self.original = original
+    }
+
+    static func enterCharacterMode() -> TerminalMode? {
+        guard isatty(STDIN_FILENO) == 1 else { return nil }
+        var settings = termios()
+        guard tcgetattr(STDIN_FILENO, &settings) == 0 else { return nil }
+        let mode = TerminalMode(original: settings)
+        settings.c_lflag &= ~tcflag_t(ICANON | ECHO)
+        tcsetattr(STDIN_FILENO, TCSANOW, &settings)
+        return mode
+    }
+
+    func restore() {
+        guard !restored else { return }
+        restored = true
+        tcsetattr(STDIN_FILENO, TCSANOW, &original)
+    }
+}
