@@ -6,6 +6,14 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
     case emptyArtifact(path: String)
     case unreadableArtifact(path: String, errno: Int32)
     case invalidApplianceConfig(path: String, problem: String)
+    case io(path: String, errno: Int32)
+    case objectTooLarge(path: String, size: Int, limit: Int)
+    case unstableFile(path: String)
+    case invalidTokenFile(path: String, problem: String)
+    case invalidOption(String)
+    case uploadFailed(object: String, status: Int, message: String)
+    case connectionFailed(url: String, problem: String)
+    case benchmarkFailed(String)
 
     public var description: String {
         switch self {
@@ -13,6 +21,14 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
         case .emptyArtifact(let path): return "\(path): artifact is empty"
         case .unreadableArtifact(let path, let errno): return "\(path): cannot read: \(String(cString: strerror(errno)))"
         case .invalidApplianceConfig(let path, let problem): return "\(path): \(problem)"
+        case .io(let path, let errno): return "\(path): \(String(cString: strerror(errno)))"
+        case .objectTooLarge(let path, let size, let limit): return "\(path): \(size) bytes exceeds the limit of \(limit) bytes for this kind of object"
+        case .unstableFile(let path): return "\(path): the file kept changing while it was read; is something rewriting the catalogue in place?"
+        case .invalidTokenFile(let path, let problem): return "\(path): not a usable token file: \(problem)"
+        case .invalidOption(let problem): return problem
+        case .uploadFailed(let object, let status, let message): return "upload of \(object) failed with HTTP \(status): \(message)"
+        case .connectionFailed(let url, let problem): return "\(url): \(problem)"
+        case .benchmarkFailed(let problem): return "benchmark failed: \(problem)"
         }
     }
 }

@@ -6,6 +6,7 @@ struct StreamVM: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamvm",
         abstract: "Publish VM appliances and stream-boot them over HTTP/2.",
-        subcommands: [KeygenCommand.self]
+        subcommands: [KeygenCommand.self,
+                      ServeCommand.self, PushCommand.self, BenchCommand.self]
     )
 }
