@@ -47,6 +47,13 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                // Server side (StreamServer): connection handling, push client and benchmark.
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings),
         .target(
@@ -70,7 +77,15 @@ let package = Package(
             swiftSettings: strictSettings),
 
         .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
-        .testTarget(name: "StreamServerTests", dependencies: ["StreamServer", "Catalog"]),
+        .testTarget(
+            name: "StreamServerTests",
+            dependencies: [
+                "StreamServer", "Catalog",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "StreamClientTests",

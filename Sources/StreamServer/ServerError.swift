@@ -9,6 +9,14 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
     case artifactChanged(path: String)
     case catalogKeyMismatch(path: String)
     case versionConflict(appliance: String, version: String)
+    case io(path: String, errno: Int32)
+    case objectTooLarge(path: String, size: Int, limit: Int)
+    case unstableFile(path: String)
+    case invalidTokenFile(path: String, problem: String)
+    case invalidOption(String)
+    case uploadFailed(object: String, status: Int, message: String)
+    case connectionFailed(url: String, problem: String)
+    case benchmarkFailed(String)
 
     public var description: String {
         switch self {
@@ -21,6 +29,14 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
             return "\(path): the catalogue is signed by another key (or unsigned); publish with the key that signed it"
         case .versionConflict(let appliance, let version):
             return "\(appliance)@\(version) is already published with different content; publish it under a new version"
+        case .io(let path, let errno): return "\(path): \(String(cString: strerror(errno)))"
+        case .objectTooLarge(let path, let size, let limit): return "\(path): \(size) bytes exceeds the limit of \(limit) bytes for this kind of object"
+        case .unstableFile(let path): return "\(path): the file kept changing while it was read; is something rewriting the catalogue in place?"
+        case .invalidTokenFile(let path, let problem): return "\(path): not a usable token file: \(problem)"
+        case .invalidOption(let problem): return problem
+        case .uploadFailed(let object, let status, let message): return "upload of \(object) failed with HTTP \(status): \(message)"
+        case .connectionFailed(let url, let problem): return "\(url): \(problem)"
+        case .benchmarkFailed(let problem): return "benchmark failed: \(problem)"
         }
     }
 }

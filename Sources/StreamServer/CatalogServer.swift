@@ -1,0 +1,111 @@
+import Catalog
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdHTTP2
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOPosix
+
+/// `streamvm serve`: the catalogue over HTTP/2 (h2c with prior knowledge and HTTP/1.1 on plaintext,
+/// h2 or HTTP/1.1 over TLS by ALPN), with verified reads, authenticated uploads, metrics and a
+/// background scrubber.
+public final class CatalogServer: Sendable {
+    public struct Options: Sendable {
+        public var catalog: String
+        public var host = "127.0.0.1"
+        /// 0 picks a free port (tests); the bound port is reported to `run`'s callback.
+        public var port = 8080
+        public var tlsCertificate: String?
+        public var tlsKey: String?
+        public var tokenFile: String?
+        public var trustedKey: TrustedKey?
+        public var allowUnsignedUploads = false
+        public var traceDirectory: String?
+        /// A connection that neither reads nor completes a write for this long is closed.
+        public var stallTimeout: Duration = .seconds(30)
+        public var limits = VerifiedObjectStore.Limits()
+        public var scrub = ObjectScrubber.Pace()
+        public var scrubEnabled = true
+        /// Accept queue length; sized for benchmark bursts of new connections.
+        public var backlog = 1024
+
+        public init(catalog: String) { self.catalog = catalog }
+    }
+
+    public let options: Options
+    public let store: VerifiedObjectStore
+    public let metrics: ServerMetrics
+    private let responder: CatalogResponder
+    private let scrubber: ObjectScrubber
+    private let logger: Logger
+
+    public init(options: Options, logger: Logger) throws {
+        self.options = options
+        self.logger = logger
+        if (options.tlsCertificate == nil) != (options.tlsKey == nil) {
+            throw ServerError.invalidOption("--tls-cert and --tls-key go together")
+        }
+        let directory = try CatalogDirectory(root: options.catalog)
+        let metrics = ServerMetrics()
+        let trust: SignedCatalog.Trust = options.trustedKey.map { .key($0) } ?? .insecure
+        let store = VerifiedObjectStore(directory: directory, trust: trust, limits: options.limits, metrics: metrics, logger: logger)
+        let token = try options.tokenFile.map { try UploadToken(file: $0) }
+        let uploads = ObjectUploads(store: store, policy: .init(trustedKey: options.trustedKey, allowUnsigned: options.allowUnsignedUploads), logger: logger)
+        let traces = TraceStore(root: options.traceDirectory ?? TraceStore.defaultRoot(forCatalog: directory.root))
+        if traces.root == directory.root || traces.root.hasPrefix(directory.root + "/") {
+            throw ServerError.invalidOption("the trace directory \(traces.root) must be outside the catalogue \(directory.root)")
+        }
+        self.metrics = metrics
+        self.store = store
+        self.responder = CatalogResponder(store: store, uploads: uploads, traces: traces, token: token, metrics: metrics)
+        self.scrubber = ObjectScrubber(store: store, pace: options.scrub, metrics: metrics, logger: logger)
+    }
+
+    /// Serves until cancelled or, with `handleSignals`, until SIGINT/SIGTERM. `onListening` gets the
+    /// bound port once connections are accepted.
+    public func run(handleSignals: Bool = false, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let app = Application(
+            responder: responder,
+            server: try serverBuilder(),
+            configuration: ApplicationConfiguration(address: .hostname(options.host, port: options.port),
+                                                    serverName: "streamvm", backlog: options.backlog),
+            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        let scrubber = self.scrubber
+        let scrubEnabled = options.scrubEnabled
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                if handleSignals { try await app.runService() } else { try await app.run() }
+            }
+            if scrubEnabled {
+                group.addTask { await scrubber.run() }
+            }
+            // Whichever ends first (the server, normally) ends the other.
+            try await group.next()
+            group.cancelAll()
+        }
+    }
+
+    /// Plaintext: h2c or HTTP/1.1 chosen per connection; TLS: ALPN chooses. Both stall-guarded.
+    private func serverBuilder() throws -> HTTPServerBuilder {
+        let streamTimeout = options.stallTimeout
+        let timeout = TimeAmount.nanoseconds(Int64(streamTimeout.components.seconds) * 1_000_000_000 + streamTimeout.components.attoseconds / 1_000_000_000)
+        let configuration = HTTP2ChannelConfiguration(
+            idleTimeout: streamTimeout,
+            gracefulCloseTimeout: .seconds(5),
+            streamConfiguration: .init(idleTimeout: timeout))
+        if let certificate = options.tlsCertificate, let key = options.tlsKey {
+            let tls = try TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            return HTTPServerBuilder { responder in
+                StallGuardedChannel(try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: configuration, responder: responder), timeout: timeout)
+            }
+        }
+        return HTTPServerBuilder { responder in
+            StallGuardedChannel(PlaintextHTTPChannel(responder: responder, configuration: configuration), timeout: timeout)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import Catalog
+import Logging
+import StreamServer
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve a catalogue over HTTP/2 (h2c and HTTP/1.1 on plaintext, h2 over TLS), with verified reads and token-protected uploads.")
+
+    @Option(help: "Catalogue directory to serve.")
+    var catalog: String
+
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0 picks a free one).")
+    var port = 8080
+
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain; with --tls-key, serve h2/HTTP/1.1 over TLS (ALPN).")
+    var tlsCertificate: String?
+
+    @Option(name: .customLong("tls-key"), help: "PEM private key for --tls-cert.")
+    var tlsKey: String?
+
+    @Option(name: .customLong("token-file"), help: "File holding the bearer token that authorises uploads; without it uploads are refused.")
+    var tokenFile: String?
+
+    @Option(help: "Public key file (from keygen): uploaded and served catalog.json must be signed by it.")
+    var trust: String?
+
+    @Flag(name: .customLong("allow-unsigned"), help: "Accept unsigned catalog.json uploads.")
+    var allowUnsigned = false
+
+    @Option(name: .customLong("trace-dir"), help: "Where uploaded traces go (default: traces/ beside the catalogue).")
+    var traceDirectory: String?
+
+    @Option(name: .customLong("stall-timeout"), help: "Seconds after which a connection that makes no progress is closed.")
+    var stallTimeout = 30
+
+    @Option(name: .customLong("cache-mib"), help: "MiB of verified small objects kept in memory.")
+    var cacheMiB = 512
+
+    @Option(name: .customLong("scrub-mib-per-second"), help: "Background re-verification rate (0 disables the scrubber).")
+    var scrubMiBPerSecond = 32
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
+        var logger = Logger(label: "streamvm.serve")
+        logger.logLevel = level
+        var options = CatalogServer.Options(catalog: catalog)
+        options.host = host
+        options.port = port
+        options.tlsCertificate = tlsCertificate
+        options.tlsKey = tlsKey
+        options.tokenFile = tokenFile
+        options.trustedKey = try trust.map { try TrustedKey(file: $0) }
+        options.allowUnsignedUploads = allowUnsigned
+        options.traceDirectory = traceDirectory
+        options.stallTimeout = .seconds(max(1, stallTimeout))
+        options.limits.cacheBytes = max(0, cacheMiB) << 20
+        options.scrubEnabled = scrubMiBPerSecond > 0
+        options.scrub.bytesPerSecond = max(1, scrubMiBPerSecond) << 20
+        let server = try CatalogServer(options: options, logger: logger)
+        let scheme = tlsCertificate == nil ? "http" : "https"
+        let startupLogger = logger
+        try await server.run(handleSignals: true) { port in
+            startupLogger.notice("serving catalogue", metadata: [
+                "catalog": "\(server.store.directory.root)", "url": "\(scheme)://\(host):\(port)/",
+                "uploads": "\(tokenFile == nil ? "disabled" : "token")",
+            ])
+        }
+    }
+}

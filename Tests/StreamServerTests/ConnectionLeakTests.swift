@@ -1,0 +1,129 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+@testable import StreamServer
+
+/// Stalled, slow and vanishing clients must not leave descriptors behind. The server runs in this
+/// process, so /proc/self/fd counts both ends; once clients are gone and stalls have timed out, the
+/// count must come back to where it started.
+@Suite(.serialized) struct ConnectionLeakTests {
+    static func openDescriptors() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    }
+
+    /// A raw TCP client socket to the server (blocking, for simple scripted misbehaviour).
+    static func connectSocket(port: Int) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        precondition(result == 0, "connect failed: \(errno)")
+        return fd
+    }
+
+    static func send(_ fd: Int32, _ text: String) {
+        _ = text.utf8CString.withUnsafeBufferPointer { write(fd, $0.baseAddress, $0.count - 1) }
+    }
+
+    /// Waits (bounded) for the descriptor count to drop to `baseline`; returns the last count seen.
+    static func settle(to baseline: Int, within seconds: Int) async throws -> Int {
+        var count = openDescriptors()
+        for _ in 0..<(seconds * 10) where count > baseline {
+            try await Task.sleep(for: .milliseconds(100))
+            count = openDescriptors()
+        }
+        return count
+    }
+
+    @Test func stalledAndVanishingClientsDoNotLeakDescriptors() async throws {
+        let catalogue = try TestCatalogue(chunkCount: 2)
+        let server = try await RunningServer.start(catalogue: catalogue) { $0.stallTimeout = .seconds(1) }
+        // One request first so that lazily created resources (thread pool, verifier) exist before the baseline.
+        _ = try await request(server, .GET, "/" + catalogue.chunks[0].object.path)
+        _ = try await request(server, .GET, "/healthz")
+        try await Task.sleep(for: .milliseconds(300))
+        let baseline = Self.openDescriptors()
+        let chunkPath = "/" + catalogue.chunks[1].object.path
+
+        var stalled = [Int32]()
+        for index in 0..<150 {
+            let fd = Self.connectSocket(port: server.port)
+            switch index % 5 {
+            case 0: break                                                        // connects, says nothing
+            case 1: Self.send(fd, "GET \(chunkPath) HTTP/1.1\r\nHost: x\r\n")     // headers never finished
+            case 2: Self.send(fd, "PUT \(chunkPath) HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc") // body never finished
+            case 3: Self.send(fd, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")              // h2 preface, then silence
+            default: Self.send(fd, "PRI * HT")                                    // half a preface
+            }
+            stalled.append(fd)
+        }
+        // Clients that ask for data and vanish without reading the answer.
+        for _ in 0..<50 {
+            let fd = Self.connectSocket(port: server.port)
+            Self.send(fd, "GET \(chunkPath) HTTP/1.1\r\nHost: x\r\n\r\nGET \(chunkPath) HTTP/1.1\r\nHost: x\r\n\r\n")
+            var linger = linger(l_onoff: 1, l_linger: 0)   // close with RST: an abrupt disconnect
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+            close(fd)
+        }
+        #expect(Self.openDescriptors() > baseline)
+        // The server must close the stalled connections by itself (stall timeout 1 s): the client
+        // sockets then read EOF. Closing our ends afterwards must bring the count back to baseline.
+        try await Task.sleep(for: .seconds(3))
+        var closedByServer = 0
+        for fd in stalled {
+            var byte: UInt8 = 0
+            var timeout = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            // Drain whatever the server answered (e.g. 400 or an h2 SETTINGS frame) until EOF.
+            while true {
+                let n = read(fd, &byte, 1)
+                if n == 0 { closedByServer += 1; break }
+                if n < 0 { break }
+            }
+            close(fd)
+        }
+        #expect(closedByServer == stalled.count)
+        let settled = try await Self.settle(to: baseline, within: 10)
+        #expect(settled <= baseline, "descriptors: baseline \(baseline), now \(settled)")
+        // The server still works.
+        #expect(try await request(server, .GET, chunkPath).status == 200)
+        await server.stop()
+    }
+
+    /// A client that asks for a large answer and stops reading is disconnected, and its buffers freed.
+    @Test func clientThatStopsReadingIsDisconnected() async throws {
+        let catalogue = try TestCatalogue(chunkCount: 1)
+        // A big model object, larger than the socket buffers, streamed from memory.
+        let model = [UInt8](repeating: UInt8(ascii: "m"), count: 32 << 20)
+        let object = Catalog.CatalogObject.model(Catalog.Digest.of(model))
+        try catalogue.directory.write(object, data: model)
+        let server = try await RunningServer.start(catalogue: catalogue) { $0.stallTimeout = .seconds(1) }
+        let baseline = Self.openDescriptors()
+        let fd = Self.connectSocket(port: server.port)
+        var small: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
+        Self.send(fd, "GET /\(object.path) HTTP/1.1\r\nHost: x\r\n\r\n")
+        try await Task.sleep(for: .seconds(4))
+        // Now read: the server must have given up, so we see less than the whole object then EOF.
+        var received = 0
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { break }
+            received += n
+        }
+        close(fd)
+        #expect(received > 0)
+        #expect(received < model.count)
+        let settled = try await Self.settle(to: baseline, within: 10)
+        #expect(settled <= baseline, "descriptors: baseline \(baseline), now \(settled)")
+        await server.stop()
+    }
+}

@@ -1,0 +1,47 @@
+import Catalog
+import Foundation
+import Logging
+@testable import StreamServer
+
+/// A `CatalogServer` on an ephemeral loopback port for one test, stopped by cancelling its task.
+final class RunningServer: @unchecked Sendable {
+    let server: CatalogServer
+    let port: Int
+    private let task: Task<Void, any Error>
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    static func start(catalogue: TestCatalogue, configure: (inout CatalogServer.Options) -> Void = { _ in }) async throws -> RunningServer {
+        var options = CatalogServer.Options(catalog: catalogue.directory.root)
+        options.port = 0
+        options.scrubEnabled = false
+        options.traceDirectory = catalogue.base + "/traces"
+        configure(&options)
+        var logger = Logger(label: "test.server")
+        logger.logLevel = .critical
+        let server = try CatalogServer(options: options, logger: logger)
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        let task = Task { try await server.run { port in continuation.yield(port) } }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw CancellationError() }
+        return RunningServer(server: server, port: port, task: task)
+    }
+
+    private init(server: CatalogServer, port: Int, task: Task<Void, any Error>) {
+        self.server = server
+        self.port = port
+        self.task = task
+    }
+
+    func stop() async {
+        task.cancel()
+        _ = try? await task.value
+    }
+}
+
+/// Writes a token file for a test catalogue and returns its path and value.
+func makeTokenFile(in catalogue: TestCatalogue, token: String = "test-token-0123456789abcdef") throws -> (path: String, token: String) {
+    let path = catalogue.base + "/token"
+    try token.write(toFile: path, atomically: true, encoding: .utf8)
+    return (path, token)
+}
