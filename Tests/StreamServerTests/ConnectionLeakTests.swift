@@ -1,3 +1,4 @@
+import Catalog
 import Foundation
 import NIOCore
 import NIOPosix
@@ -100,7 +101,7 @@ import Testing
         let catalogue = try TestCatalogue(chunkCount: 1)
         // A big model object, larger than the socket buffers, streamed from memory.
         let model = [UInt8](repeating: UInt8(ascii: "m"), count: 32 << 20)
-        let object = Catalog.CatalogObject.model(Catalog.Digest.of(model))
+        let object = CatalogObject.model(Digest.of(model))
         try catalogue.directory.write(object, data: model)
         let server = try await RunningServer.start(catalogue: catalogue) { $0.stallTimeout = .seconds(1) }
         let baseline = Self.openDescriptors()
