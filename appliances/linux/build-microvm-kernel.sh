@@ -87,4 +87,4 @@ main() {
     log "done in $(( ($(now_ms) - start) / 1000 ))s: $out (kernel $(cat "$out/kernel-release"), $(du -h "$out/kernel" | cut -f1))"
 }
 
-main
+main; exit  # exit here: bash reads scripts lazily, so an edit during a run cannot run stray text

@@ -220,4 +220,4 @@ main() {
     log "done in $(( ($(now_ms) - start) / 1000 )).$(( ($(now_ms) - start) % 1000 / 100 ))s: $(cd "$out" && du -h kernel bzImage initrd disk.img | tr '\t\n' ': ')"
 }
 
-main
+main; exit  # exit here: bash reads scripts lazily, so an edit during a run cannot run stray text
