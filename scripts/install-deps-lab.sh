@@ -77,4 +77,4 @@ main() {
     log "done"
 }
 
-main "$@"
+main "$@"; exit  # exit here: bash reads scripts lazily, so an edit during a run cannot run stray text

@@ -87,7 +87,9 @@ build_cmdline_module() { # <release> <work dir>
     cp "$here/virtio-mmio-cmdline/virtio_mmio_cmdline.c" "$here/virtio-mmio-cmdline/Kbuild" "$work/kmod/"
     make -s -C "$build" M="$work/kmod" modules >"$work/kmod/build.log" 2>&1 ||
         { cat "$work/kmod/build.log" >&2; die "building virtio_mmio_cmdline.ko failed"; }
-    strip --strip-debug "$work/kmod/virtio_mmio_cmdline.ko"
+    # The build-id hashes the build directory (--out moves it); nothing needs it, so drop it and
+    # the initrd is byte-identical wherever it is built.
+    strip --strip-debug --remove-section=.note.gnu.build-id "$work/kmod/virtio_mmio_cmdline.ko"
 }
 
 # Busybox plus a symlink per applet, so scripts run without `busybox --install` at boot.
@@ -220,4 +222,4 @@ main() {
     log "done in $(( ($(now_ms) - start) / 1000 )).$(( ($(now_ms) - start) % 1000 / 100 ))s: $(cd "$out" && du -h kernel bzImage initrd disk.img | tr '\t\n' ': ')"
 }
 
-main
+main; exit  # exit here: bash reads scripts lazily, so an edit during a run cannot run stray text

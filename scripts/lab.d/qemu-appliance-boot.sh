@@ -30,7 +30,10 @@ failures=0
 entries=
 i=1
 while [ "$i" -le "$runs" ]; do
-    log=/tmp/qemu-boot-$i.log
+    # A fresh log per run: a marker left from an earlier invocation would count at once.
+    log=/tmp/qemu-boot-$$-$i.log
+    rm -f "$log"
+    : >"$log"
     start=$(uptime_cs)
     # The console goes to a file that is polled every 100 ms (the error bound of the figures): each
     # poll forks a grep, and in the lab that is emulated work competing with the guest, so not more often.
@@ -39,10 +42,9 @@ while [ "$i" -le "$runs" ]; do
         -serial "file:$log" \
         -kernel "$appliance/kernel" -initrd "$appliance/initrd" -append "$cmdline${extra_args:+ $extra_args}" \
         -drive "id=root,file=$appliance/disk.img,format=raw,if=none,readonly=on" \
-        -device virtio-blk-device,drive=root </dev/null >/tmp/qemu-boot-$i.stderr 2>&1 &
+        -device virtio-blk-device,drive=root </dev/null >/tmp/qemu-boot-$$-$i.stderr 2>&1 &
     pid=$!
     # Show the appliance's console live (indented) on the lab console, for progress and debugging.
-    : >>"$log"
     ( tail -f "$log" 2>/dev/null & echo $! >/tmp/qemu-boot-tail.pid; wait ) | sed 's/^/    | /' &
     ready=
     while kill -0 "$pid" 2>/dev/null; do
@@ -68,7 +70,7 @@ while [ "$i" -le "$runs" ]; do
     if [ -z "$ready" ] || [ "$session_ok" = 0 ]; then
         failures=$((failures + 1))
         echo "QEMU-BOOT run=$i FAILED (qemu status $status)"
-        sed 's/^/    stderr| /' /tmp/qemu-boot-$i.stderr
+        sed 's/^/    stderr| /' /tmp/qemu-boot-$$-$i.stderr
     fi
     echo "QEMU-BOOT run=$i mode=$mode ready_s=$ready_json done_s=$(seconds "$done_cs") qemu_status=$status"
     entries="$entries${entries:+,}{\"run\":$i,\"ready_s\":$ready_json,\"done_s\":$(seconds "$done_cs"),\"qemu_status\":$status}"
