@@ -33,5 +33,7 @@ import Testing
             #expect(!answer.contains("root:"), "\(target) leaked /etc/passwd")
         }
         await server.stop()
+        // Remove the planted link first: the temporary tree's recursive removal would not clean up after it.
+        try FileManager.default.removeItem(atPath: catalogue.path(planted))
     }
 }
