@@ -41,6 +41,24 @@ import Testing
         return count
     }
 
+    /// Reads each socket until the server closes it (EOF) or 2 s pass; returns how many saw EOF.
+    static func drainAndClose(_ sockets: [Int32]) -> Int {
+        var closedByServer = 0
+        for fd in sockets {
+            var byte: UInt8 = 0
+            var timeout = timeval(tv_sec: 2, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            // Drain whatever the server answered (e.g. 400 or an h2 SETTINGS frame) until EOF.
+            while true {
+                let n = read(fd, &byte, 1)
+                if n == 0 { closedByServer += 1; break }
+                if n < 0 { break }
+            }
+            close(fd)
+        }
+        return closedByServer
+    }
+
     @Test func stalledAndVanishingClientsDoNotLeakDescriptors() async throws {
         let catalogue = try TestCatalogue(chunkCount: 2)
         let server = try await RunningServer.start(catalogue: catalogue) { $0.stallTimeout = .seconds(1) }
@@ -75,19 +93,8 @@ import Testing
         // The server must close the stalled connections by itself (stall timeout 1 s): the client
         // sockets then read EOF. Closing our ends afterwards must bring the count back to baseline.
         try await Task.sleep(for: .seconds(3))
-        var closedByServer = 0
-        for fd in stalled {
-            var byte: UInt8 = 0
-            var timeout = timeval(tv_sec: 2, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-            // Drain whatever the server answered (e.g. 400 or an h2 SETTINGS frame) until EOF.
-            while true {
-                let n = read(fd, &byte, 1)
-                if n == 0 { closedByServer += 1; break }
-                if n < 0 { break }
-            }
-            close(fd)
-        }
+        let stalledSockets = stalled
+        let closedByServer = try await offPool { Self.drainAndClose(stalledSockets) }
         #expect(closedByServer == stalled.count)
         let settled = try await Self.settle(to: baseline, within: 10)
         #expect(settled <= baseline, "descriptors: baseline \(baseline), now \(settled)")
@@ -111,16 +118,19 @@ import Testing
         Self.send(fd, "GET /\(object.path) HTTP/1.1\r\nHost: x\r\n\r\n")
         try await Task.sleep(for: .seconds(4))
         // Now read: the server must have given up, so we see less than the whole object then EOF.
-        var received = 0
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        while true {
-            let n = read(fd, &buffer, buffer.count)
-            if n <= 0 { break }
-            received += n
+        let received = try await offPool { () -> Int in
+            var received = 0
+            var buffer = [UInt8](repeating: 0, count: 1 << 16)
+            var timeout = timeval(tv_sec: 5, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            while true {
+                let n = read(fd, &buffer, buffer.count)
+                if n <= 0 { break }
+                received += n
+            }
+            close(fd)
+            return received
         }
-        close(fd)
         #expect(received > 0)
         #expect(received < model.count)
         let settled = try await Self.settle(to: baseline, within: 10)

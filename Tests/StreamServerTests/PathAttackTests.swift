@@ -25,11 +25,15 @@ import Testing
             "/\(catalogue.base)/secret.txt", "/etc/passwd", "/proc/self/environ", "/v1/traces/",
         ]
         for target in targets {
-            let reply = try await request(server, .GET, target)
-            #expect([400, 404].contains(reply.status), "\(target) answered \(reply.status)")
-            #expect(!reply.text.contains(Self.secret), "\(target) leaked the secret")
-            #expect(!reply.text.contains("root:"), "\(target) leaked /etc/passwd")
+            // A raw socket, so the target goes out exactly as written and every answered byte is seen.
+            let answer = String(decoding: try await rawExchange(port: server.port, "GET \(target) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), as: UTF8.self)
+            let statusLine = answer.split(separator: "\r\n").first.map(String.init) ?? ""
+            #expect(statusLine.hasPrefix("HTTP/1.1 400") || statusLine.hasPrefix("HTTP/1.1 404"), "\(target) answered '\(statusLine)'")
+            #expect(!answer.contains(Self.secret), "\(target) leaked the secret")
+            #expect(!answer.contains("root:"), "\(target) leaked /etc/passwd")
         }
         await server.stop()
+        // Remove the planted link first: the temporary tree's recursive removal would not clean up after it.
+        try FileManager.default.removeItem(atPath: catalogue.path(planted))
     }
 }

@@ -92,13 +92,13 @@ import Testing
         let server = try await RunningServer.start(catalogue: catalogue)
         let chunk = catalogue.chunks[2]
         let url = server.baseURL + "/" + chunk.object.path
-        let h2 = try curl(["--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code} %{size_download}", url])
+        let h2 = try await curl(["--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code} %{size_download}", url])
         #expect(h2.output == "2 200 \(chunk.frame.count)")
-        let h2Head = try curl(["--http2-prior-knowledge", "-I", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url])
+        let h2Head = try await curl(["--http2-prior-knowledge", "-I", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url])
         #expect(h2Head.output == "2 200")
-        let h2Range = try curl(["--http2-prior-knowledge", "-r", "0-99", "-o", "/dev/null", "-w", "%{http_version} %{http_code} %{size_download}", url])
+        let h2Range = try await curl(["--http2-prior-knowledge", "-r", "0-99", "-o", "/dev/null", "-w", "%{http_version} %{http_code} %{size_download}", url])
         #expect(h2Range.output == "2 206 100")
-        let h1 = try curl(["--http1.1", "-o", "/dev/null", "-w", "%{http_version} %{http_code} %{size_download}", url])
+        let h1 = try await curl(["--http1.1", "-o", "/dev/null", "-w", "%{http_version} %{http_code} %{size_download}", url])
         #expect(h1.output == "1.1 200 \(chunk.frame.count)")
         await server.stop()
     }
@@ -113,16 +113,16 @@ import Testing
                              "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert]
         openssl.standardError = FileHandle.nullDevice
         try openssl.run()
-        openssl.waitUntilExit()
+        try await offPool { openssl.waitUntilExit() }
         #expect(openssl.terminationStatus == 0)
         let server = try await RunningServer.start(catalogue: catalogue) { options in
             options.tlsCertificate = cert
             options.tlsKey = key
         }
         let url = "https://127.0.0.1:\(server.port)/" + catalogue.chunks[0].object.path
-        let h2 = try curl(["--http2", "--cacert", cert, "-o", "/dev/null", "-w", "%{http_version} %{http_code} %{size_download}", url])
+        let h2 = try await curl(["--http2", "--cacert", cert, "-o", "/dev/null", "-w", "%{http_version} %{http_code} %{size_download}", url])
         #expect(h2.output == "2 200 \(catalogue.chunks[0].frame.count)")
-        let h1 = try curl(["--http1.1", "--cacert", cert, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url])
+        let h1 = try await curl(["--http1.1", "--cacert", cert, "-o", "/dev/null", "-w", "%{http_version} %{http_code}", url])
         #expect(h1.output == "1.1 200")
         await server.stop()
     }
