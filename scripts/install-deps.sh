@@ -11,6 +11,9 @@ packages=(
   nghttp2-client         # h2load for benchmarks
   e2fsprogs              # mke2fs -d builds appliance disks without loop mounts
   zstd
+  curl                   # peer client in server tests (h2c, TLS)
+  openssl                # test certificates
+  gcc binutils libc6-dev # the freestanding test guests
 )
 
 missing=()
