@@ -19,10 +19,10 @@ struct BenchVMMCommand: ParsableCommand {
     @Option(help: "Random 4 KiB reads in the IOPS phase.")
     var randomReads = 2000
 
-    @Option(help: "MiB read sequentially (64 KiB requests).")
+    @Option(name: .customLong("sequential-mib"), help: "MiB read sequentially (64 KiB requests).")
     var sequentialMiB = 64
 
-    @Option(help: "Size of the scratch disk in MiB.")
+    @Option(name: .customLong("disk-mib"), help: "Size of the scratch disk in MiB.")
     var diskMiB = 64
 
     struct Summary: Encodable {
@@ -40,6 +40,7 @@ struct BenchVMMCommand: ParsableCommand {
 
     struct Report: Encodable {
         var host: String
+        var build: String
         var iterations: Int
         var vmmStartToFirstGuestExitMilliseconds: Summary
         var vmmStartToReadyMilliseconds: Summary
@@ -108,6 +109,7 @@ struct BenchVMMCommand: ParsableCommand {
 
         let report = Report(
             host: Self.hostDescription(),
+            build: Self.buildConfiguration,
             iterations: iterations,
             vmmStartToFirstGuestExitMilliseconds: Summary(firstExit),
             vmmStartToReadyMilliseconds: Summary(ready),
@@ -118,6 +120,12 @@ struct BenchVMMCommand: ParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         print(String(decoding: try encoder.encode(report), as: UTF8.self))
     }
+
+    #if DEBUG
+    static let buildConfiguration = "debug"
+    #else
+    static let buildConfiguration = "release"
+    #endif
 
     /// Kernel release and whether /proc/cpuinfo says we are ourselves a guest (as on a PVM host).
     static func hostDescription() -> String {
