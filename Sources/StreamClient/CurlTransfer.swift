@@ -11,6 +11,9 @@ final class CurlTransfer {
     /// Set when the write callback refused data; the transfer then ends with CURLE_WRITE_ERROR.
     private(set) var refusal: FetchError?
     var lastProgress: Double
+    /// Whether libcurl has sent the request; until then the transfer waits for a connection (or, on
+    /// HTTP/1.1, for a free one) and must not count as stalled.
+    var requestSent = false
     /// Called with each accepted body slice's size (the fetcher's bandwidth estimator).
     var onBytes: ((Int) -> Void)?
 
@@ -90,6 +93,12 @@ final class CurlTransfer {
         ccurl_easy_getinfo_long(handle, CURLINFO_HTTP_VERSION, &version)
         return .success(FetchedBody(data: body, httpVersion: version >= CURL_HTTP_VERSION_2_0 ? 2 : 1,
                                     firstByteSeconds: firstByteSeconds ?? 0, totalSeconds: timing(CURLINFO_TOTAL_TIME)))
+    }
+
+    /// Checks (once it is true, no more) whether the request has gone out.
+    func checkRequestSent() -> Bool {
+        if !requestSent { requestSent = timing(CURLINFO_PRETRANSFER_TIME) > 0 }
+        return requestSent
     }
 
     /// Request sent to first byte (starttransfer minus pretransfer), the fetcher's RTT sample.

@@ -65,8 +65,9 @@ public enum FetchError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Errors that suggest the server does not speak HTTP/2 at all (rather than a broken transfer).
     var suggestsNoHTTP2: Bool {
         guard case .transport(let code, _) = self else { return false }
-        // CURLE_UNSUPPORTED_PROTOCOL 1, CURLE_HTTP2 16, CURLE_WEIRD_SERVER_REPLY 8, CURLE_GOT_NOTHING 52,
-        // CURLE_RECV_ERROR 56, CURLE_HTTP2_STREAM 92 (libcurl-errors(3)).
-        return [1, 8, 16, 52, 56, 92].contains(code)
+        // CURLE_UNSUPPORTED_PROTOCOL 1, CURLE_WEIRD_SERVER_REPLY 8, CURLE_HTTP2 16, CURLE_PARTIAL_FILE 18
+        // (an HTTP/1.1 server closing on the h2 preface), CURLE_GOT_NOTHING 52, CURLE_RECV_ERROR 56,
+        // CURLE_HTTP2_STREAM 92 (libcurl-errors(3)).
+        return [1, 8, 16, 18, 52, 56, 92].contains(code)
     }
 }

@@ -238,8 +238,15 @@ public final class Fetcher: @unchecked Sendable {
         }
     }
 
+    /// Aborts transfers that received nothing for the stall timeout since their request went out.
+    /// Requests still waiting for a connection are bounded by the connect timeout instead.
     private func abortStalled(now: Double) {
-        for transfer in active.values where now - transfer.lastProgress > configuration.stallTimeoutSeconds {
+        for transfer in active.values {
+            if !transfer.requestSent {
+                guard transfer.checkRequestSent() else { continue }
+                transfer.lastProgress = now
+            }
+            guard now - transfer.lastProgress > configuration.stallTimeoutSeconds else { continue }
             logger.debug("aborting stalled transfer", metadata: ["url": "\(transfer.request.url)"])
             finish(transfer, with: .failure(.stalled(seconds: now - transfer.lastProgress)))
         }

@@ -40,11 +40,11 @@ import Testing
         let chunkDirectory = "\(mirrorRoot)/chunks"
         var written = 0
         for _ in 0..<1000 where written < 5 {
-            usleep(20_000)
+            try await Task.sleep(nanoseconds: 20_000_000)
             written = CatalogDirectory.countFiles(under: chunkDirectory)
         }
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        try await offPool { process.waitUntilExit() }
         #expect(process.terminationReason == .uncaughtSignal)
 
         let destination = try CatalogDirectory(root: mirrorRoot)

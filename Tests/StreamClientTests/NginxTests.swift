@@ -6,8 +6,8 @@ import Testing
 /// The client against a real HTTP/2 server: Debian's nginx serving a catalogue directory.
 @Suite struct NginxTests {
     /// Starts nginx, or records a visible message and returns nil when it is not installed.
-    private func startNginx(root: String, http2: Bool = true) throws -> NginxProcess? {
-        guard let peer = try NginxProcess(root: root, http2: http2) else {
+    private func startNginx(root: String, http2: Bool = true) async throws -> NginxProcess? {
+        guard let peer = try await offPool({ try NginxProcess(root: root, http2: http2) }) else {
             print("SKIPPED: nginx is not installed (apt-get install nginx-light); real-peer test not run")
             return nil
         }
@@ -17,7 +17,7 @@ import Testing
     @Test func randomReadsOverHTTP2EqualTheOriginal() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkSize: 16384, chunkCount: 80)
-        guard let nginx = try startNginx(root: fixture.root) else { return }
+        guard let nginx = try await startNginx(root: fixture.root) else { return }
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, cacheRoot: directory.sub("cache"))
         defer { harness.shutdown() }
@@ -47,7 +47,7 @@ import Testing
     @Test func fallsBackToHTTP1WhenTheServerHasNoHTTP2() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 20)
-        guard let nginx = try startNginx(root: fixture.root, http2: false) else { return }
+        guard let nginx = try await startNginx(root: fixture.root, http2: false) else { return }
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust)
         defer { harness.shutdown() }
@@ -59,7 +59,7 @@ import Testing
     @Test func mirrorIsVerifiedAndIncremental() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 50)
-        guard let nginx = try startNginx(root: fixture.root) else { return }
+        guard let nginx = try await startNginx(root: fixture.root) else { return }
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust)
         defer { harness.shutdown() }
@@ -79,7 +79,7 @@ import Testing
         try MirrorCheck.assertComplete(mirror: destination, like: updated)
 
         // The mirror serves clients: fetch the appliance from it.
-        guard let edge = try startNginx(root: destination.root) else { return }
+        guard let edge = try await startNginx(root: destination.root) else { return }
         defer { edge.stop() }
         let client = try ClientHarness(origins: [edge.url], trust: fixture.trust)
         defer { client.shutdown() }
@@ -94,7 +94,7 @@ import Testing
     @Test func mirrorRefusesToRollBack() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 8, generation: 3)
-        guard let nginx = try startNginx(root: fixture.root) else { return }
+        guard let nginx = try await startNginx(root: fixture.root) else { return }
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust)
         defer { harness.shutdown() }

@@ -38,11 +38,15 @@ import Testing
         var options = PublishOptions()
         options.chunkSize = chunkSize
         options.level = 3
-        _ = try Publisher(catalog: try CatalogDirectory(root: directory.sub("catalog"), create: true), key: key,
-                          options: options, logger: ClientHarness.logger)
-            .publish(try ApplianceDirectory(path: applianceDirectory))
+        let catalogRoot = directory.sub("catalog")
+        let publishOptions = options
+        _ = try await offPool {
+            try Publisher(catalog: try CatalogDirectory(root: catalogRoot, create: true), key: key,
+                          options: publishOptions, logger: ClientHarness.logger)
+                .publish(try ApplianceDirectory(path: applianceDirectory))
+        }
 
-        guard let nginx = try NginxProcess(root: directory.sub("catalog")) else {
+        guard let nginx = try await offPool({ try NginxProcess(root: catalogRoot) }) else {
             print("SKIPPED: nginx is not installed (apt-get install nginx-light); real-peer test not run")
             return
         }

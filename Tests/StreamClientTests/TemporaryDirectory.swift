@@ -17,3 +17,11 @@ final class TemporaryDirectory: @unchecked Sendable {
 
     func sub(_ name: String) -> String { "\(path)/\(name)" }
 }
+
+/// Runs blocking work (a publish, process waits, polling loops) on a Dispatch thread, so it cannot
+/// starve the small cooperative pool that the async tests running in parallel depend on.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+    }
+}
