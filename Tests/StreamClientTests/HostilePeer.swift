@@ -127,7 +127,12 @@ final class HostilePeer: @unchecked Sendable {
     }
 
     private func serve(_ fd: Int32) {
-        defer { close(fd) }
+        defer {
+            // Forget the descriptor before closing it: `stop` must never shut down a number that
+            // has since been reused (by another test's listener, say).
+            lock.withLock { connections.removeAll { $0 == fd } }
+            close(fd)
+        }
         var pending = [UInt8]()
         var buffer = [UInt8](repeating: 0, count: 8192)
         while true {
