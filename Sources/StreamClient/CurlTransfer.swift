@@ -44,6 +44,14 @@ final class CurlTransfer {
         case .http1: version = CURL_HTTP_VERSION_1_1
         }
         ccurl_easy_setopt_long(handle, CURLOPT_HTTP_VERSION, version)
+        if request.mode == .h2cPriorKnowledge && Self.priorKnowledgeReuseIsBroken {
+            // libcurl before 8.0 breaks a reused prior-knowledge connection ("Error in the HTTP2
+            // framing layer", curl issue 10634, fixed in 8.0). Debian 12 ships 7.88.1, so there each
+            // h2c request gets its own connection: correct, at the cost of a handshake per request.
+            ccurl_easy_setopt_long(handle, CURLOPT_PIPEWAIT, 0)
+            ccurl_easy_setopt_long(handle, CURLOPT_FRESH_CONNECT, 1)
+            ccurl_easy_setopt_long(handle, CURLOPT_FORBID_REUSE, 1)
+        }
         ccurl_easy_setopt_long(handle, CURLOPT_STREAM_WEIGHT, request.priority.isDemand ? Self.demandWeight : Self.prefetchWeight)
         if let caFile = configuration.caFile { ccurl_easy_setopt_string(handle, CURLOPT_CAINFO, caFile) }
         ccurl_easy_setopt_write_function(handle, curlWriteCallback)
@@ -55,6 +63,12 @@ final class CurlTransfer {
     }
 
     deinit { curl_easy_cleanup(handle) }
+
+    /// Whether the linked libcurl has the prior-knowledge reuse bug (all versions before 8.0.0).
+    static let priorKnowledgeReuseIsBroken: Bool = {
+        guard let info = curl_version_info(CCURL_VERSION_NOW) else { return true }
+        return info.pointee.version_num < 0x08_00_00
+    }()
 
     /// Accepts a body slice; returning a different count than offered makes libcurl abort the transfer.
     fileprivate func receive(_ bytes: UnsafeRawBufferPointer) -> Int {

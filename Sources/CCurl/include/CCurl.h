@@ -3,6 +3,9 @@
 #define CCURL_H
 #include <curl/curl.h>
 
+/// CURLVERSION_NOW is a macro Swift cannot import.
+static const CURLversion CCURL_VERSION_NOW = CURLVERSION_NOW;
+
 static inline CURLcode ccurl_easy_setopt_long(CURL *handle, CURLoption option, long value) {
     return curl_easy_setopt(handle, option, value);
 }
