@@ -96,7 +96,7 @@ struct PublishFixture {
         let key = SigningKey()
         let summary = try fixture.publish(key: key)
         #expect(summary.chunks == 31 + 3)
-        #expect(summary.zeroChunks == 19)  // disk chunks 2,4,5,7,8,…,29 minus the copy in chunk 1
+        #expect(summary.zeroChunks == 19)  // 31 disk chunks less 10 data chunks, the copy in chunk 1 and the tail
         #expect(try fixture.reassemble(.disk, reference: "demo", trust: key.publicKey) == disk)
         #expect(try fixture.reassemble(.kernel, reference: "demo@1.0", trust: key.publicKey) == kernel)
         // Zero chunks are never stored and the repeated chunk is stored once.
