@@ -16,6 +16,8 @@ let package = Package(
         .library(name: "StreamServer", targets: ["StreamServer"]),
         .library(name: "StreamClient", targets: ["StreamClient"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
+        .library(name: "Dedup", targets: ["Dedup"]),
+        .library(name: "Dilation", targets: ["Dilation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -67,6 +69,9 @@ let package = Package(
             name: "Hypervisor",
             dependencies: ["CKVM", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings),
+        // Run many: identical-page sharing (Difference Engine) and dilated clocks (DieCast).
+        .target(name: "Dedup", dependencies: ["Hypervisor"], swiftSettings: strictSettings),
+        .target(name: "Dilation", swiftSettings: strictSettings),
         .executableTarget(
             name: "streamvm",
             dependencies: [
@@ -87,6 +92,8 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "DedupTests", dependencies: ["Dedup", "Hypervisor"]),
+        .testTarget(name: "DilationTests", dependencies: ["Dilation"]),
         .testTarget(
             name: "StreamClientTests",
             dependencies: ["StreamClient", "StreamServer", "Catalog", "CCurl", .product(name: "Logging", package: "swift-log")]),
