@@ -27,8 +27,11 @@ import Testing
         try fixture.key.publicKey.fileContents.write(toFile: keyPath, atomically: true, encoding: .utf8)
         let peer = try HostilePeer(root: fixture.root)
         defer { peer.stop() }
-        // Slow chunk bodies, so the process is killed with transfers and writes in progress.
-        peer.inject(.throttle(bytesPerSecond: 40_000)) { $0.hasPrefix("/chunks/") }
+        // The first few chunks are served, every later one sends half its body and stalls: the kill
+        // comes with transfers in progress and a known number of chunks complete, however slow the host.
+        let servedBeforeStall = 5
+        peer.inject(.throttle(bytesPerSecond: 1 << 30), times: servedBeforeStall) { $0.hasPrefix("/chunks/") }
+        peer.inject(.stall(seconds: 30)) { $0.hasPrefix("/chunks/") }
         let mirrorRoot = directory.sub("mirror")
 
         let process = Process()
@@ -38,20 +41,22 @@ import Testing
         process.standardError = FileHandle.nullDevice
         try process.run()
         let chunkDirectory = "\(mirrorRoot)/chunks"
-        var written = 0
-        for _ in 0..<1000 where written < 5 {
-            try await Task.sleep(nanoseconds: 20_000_000)
-            written = CatalogDirectory.countFiles(under: chunkDirectory)
+        // Polled on its own thread: a starved cooperative pool must not let the mirror finish first.
+        try await offPool {
+            for _ in 0..<3000 where CatalogDirectory.countFiles(under: chunkDirectory) < servedBeforeStall && process.isRunning {
+                usleep(10_000)
+            }
+            // Give a write that may be under way a moment, so the kill can also land mid-write.
+            usleep(50_000)
+            kill(process.processIdentifier, SIGKILL)
         }
-        kill(process.processIdentifier, SIGKILL)
         try await offPool { process.waitUntilExit() }
         #expect(process.terminationReason == .uncaughtSignal)
 
         let destination = try CatalogDirectory(root: mirrorRoot)
         let distinct = Set(fixture.disk.chunks.compactMap { $0?.id }).count
         let survived = destination.objects(of: .chunk).count
-        #expect(survived >= 5)
-        #expect(survived < distinct)
+        #expect(survived == servedBeforeStall)
         // catalog.json is written last, so a half-done mirror does not advertise anything.
         #expect(!destination.contains(.catalog))
         try MirrorCheck.assertEveryObjectVerifies(destination)
