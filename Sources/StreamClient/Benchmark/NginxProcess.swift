@@ -27,6 +27,8 @@ public final class NginxProcess: @unchecked Sendable {
 
     public init?(root: String, http2: Bool = true, tls: TLSFiles? = nil) throws {
         guard let executable = Self.executable else { return nil }
+        // nginx resolves a relative root against its prefix (the temp directory), not our cwd.
+        let root = URL(fileURLWithPath: root).standardizedFileURL.path
         var template = Array("/tmp/streamvm-nginx-XXXXXX".utf8CString)
         guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw ClientError.io(path: "/tmp/streamvm-nginx-XXXXXX", errno: errno)
