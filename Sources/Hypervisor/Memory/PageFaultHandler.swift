@@ -20,8 +20,12 @@ public struct FirstTouch: Sendable, Equatable {
 /// the threads that touched it. A page is fetched once however many threads fault on it; a fault
 /// that arrives after its page was installed, or an EEXIST race, is answered with UFFDIO_WAKE.
 ///
-/// A source error stops service: `onError` is called once, and no page is mapped for that fault or
-/// any later one, so the guest never sees a wrong page (the caller stops the VM).
+/// A source error stops service: `onError` is called once (the caller stops the VM), and no page is
+/// mapped for that fault or any later one. With `revokeOnError` (the default) guest RAM is then made
+/// inaccessible (PROT_NONE) and the waiting threads are woken: a vCPU blocked on the page leaves
+/// KVM_RUN with EFAULT instead of waiting forever (a fault taken inside KVM cannot always be
+/// interrupted by a signal), and still never sees a page. Only a stopped VM's threads may touch
+/// guest RAM after that.
 public final class PageFaultHandler: @unchecked Sendable {
     /// How the reader waits for faults: blocking in poll(2), or spinning on a non-blocking read
     /// (lower latency, one host core busy all the time).
@@ -45,7 +49,7 @@ public final class PageFaultHandler: @unchecked Sendable {
     /// Registers every region of `memory` with a new userfaultfd; nothing is served until `start`.
     /// Call before anything touches `memory` (a page already present is never faulted on).
     public init(memory: GuestMemory, source: any PageSource, waitMode: WaitMode = .blocking, fetchThreads: Int = 0,
-                onError: @escaping @Sendable (PageSourceError) -> Void) throws {
+                revokeOnError: Bool = true, onError: @escaping @Sendable (PageSourceError) -> Void) throws {
         guard source.pageSize == GuestMemory.pageSize else {
             throw HypervisorError.invalidConfiguration("page source uses \(source.pageSize)-byte pages, host pages are \(GuestMemory.pageSize) bytes")
         }
@@ -57,7 +61,8 @@ public final class PageFaultHandler: @unchecked Sendable {
         pageCount = source.pageCount
         let uffd = try Userfaultfd(pageSize: pageSize)
         for region in memory.regions { try uffd.register(start: region.host, length: region.length) }
-        service = try Service(uffd: uffd, memory: memory, source: source, waitMode: waitMode, fetchThreads: fetchThreads, onError: onError)
+        service = try Service(uffd: uffd, memory: memory, source: source, waitMode: waitMode, fetchThreads: fetchThreads,
+                              revokeOnError: revokeOnError, onError: onError)
     }
 
     deinit { service.shutdown() }
@@ -98,6 +103,7 @@ public final class PageFaultHandler: @unchecked Sendable {
         let source: any PageSource
         let waitMode: WaitMode
         let fetchThreads: Int
+        let revokeOnError: Bool
         let onError: @Sendable (PageSourceError) -> Void
         let shared: Locked<Shared>
         let queueCondition = NSCondition()
@@ -111,7 +117,8 @@ public final class PageFaultHandler: @unchecked Sendable {
         private let stoppedOnce = Locked(false)
 
         init(uffd: Userfaultfd, memory: GuestMemory, source: any PageSource, waitMode: WaitMode, fetchThreads: Int,
-             onError: @escaping @Sendable (PageSourceError) -> Void) throws {
+             revokeOnError: Bool, onError: @escaping @Sendable (PageSourceError) -> Void) throws {
+            self.revokeOnError = revokeOnError
             self.uffd = uffd
             self.memory = memory
             self.source = source
@@ -297,8 +304,20 @@ public final class PageFaultHandler: @unchecked Sendable {
                     shared.failure = error
                     return true
                 }
-                if first { onError(error) }
+                if first {
+                    onError(error)
+                    if revokeOnError { revokeGuestMemory() }
+                }
             } catch {}
+        }
+
+        /// Fail closed: no access to guest RAM succeeds any more, and every waiter retries its fault,
+        /// which now fails (EFAULT in KVM) instead of mapping anything.
+        private func revokeGuestMemory() {
+            for region in memory.regions {
+                mprotect(region.host, region.length, PROT_NONE)
+                uffd.wake(UInt64(UInt(bitPattern: region.host)), length: region.length)
+            }
         }
 
         func populateAll() throws {

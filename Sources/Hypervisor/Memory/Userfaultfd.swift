@@ -86,8 +86,8 @@ final class Userfaultfd: @unchecked Sendable {
     }
 
     /// Wakes threads waiting on the page at `address` (after EEXIST, or a fault on a page already in).
-    func wake(_ address: UInt64) {
-        var range = uffdio_range(start: address, len: UInt64(pageSize))
+    func wake(_ address: UInt64, length: Int? = nil) {
+        var range = uffdio_range(start: address, len: UInt64(length ?? pageSize))
         _ = ckvm_ioctl_pointer(fd, CUFFDIO_WAKE, &range)
     }
 }
