@@ -6,7 +6,7 @@ struct StreamVM: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamvm",
         abstract: "Publish VM appliances and stream-boot them over HTTP/2.",
-        subcommands: [KeygenCommand.self, PublishCommand.self, ServeCommand.self, PushCommand.self, RunCommand.self,
+        subcommands: [KeygenCommand.self, PublishCommand.self, ServeCommand.self, PushCommand.self, RunCommand.self, SnapshotCommand.self,
                       MirrorCommand.self, FetchCommand.self, CacheCommand.self, BenchCommand.self]
     )
 
