@@ -41,6 +41,8 @@ if [ "$mode" = streamvm ] && [ -n "$extra_args" ]; then
     sed "s|\"kernelCommandLine\": *\"\([^\"]*\)\"|\"kernelCommandLine\": \"\1 $extra_args\"|" "$appliance/appliance.json" >"$target/appliance.json"
 fi
 
+# The first child process of <pid> (busybox here has no pgrep): field 4 of /proc/<n>/stat is the parent.
+child_of() { awk -v parent="$1" '$4 == parent { print $1; exit }' /proc/[0-9]*/stat 2>/dev/null; }
 uptime_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}"; }   # centiseconds
 seconds() { printf '%d.%02d' $(($1 / 100)) $(($1 % 100)); }
 
@@ -76,7 +78,7 @@ while [ "$i" -le "$runs" ]; do
         if [ -z "$ready" ] && grep -q "^$marker" "$log" 2>/dev/null; then
             ready=$(( $(uptime_cs) - start ))
             # The VMM is the child of `timeout`: its VmRSS while the guest is up and ready.
-            vmm=$(pgrep -P "$pid" | head -n 1)
+            vmm=$(child_of "$pid")
             [ -n "$vmm" ] && rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$vmm/status" 2>/dev/null)
             [ -n "$rss_kib" ] || rss_kib=null
             echo "APPLIANCE-BOOT run=$i reached $marker after $(seconds "$ready")s (VMM resident ${rss_kib} KiB)"
