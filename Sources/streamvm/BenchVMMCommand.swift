@@ -25,6 +25,9 @@ struct BenchVMMCommand: ParsableCommand {
     @Option(name: .customLong("disk-mib"), help: "Size of the scratch disk in MiB.")
     var diskMiB = 64
 
+    @Flag(name: .customLong("no-eventfds"), help: "Serve virtio notifications on the vCPU thread (no ioeventfd/irqfd), for comparison.")
+    var noEventFDs = false
+
     struct Summary: Encodable {
         var minimum: Double
         var median: Double
@@ -42,6 +45,7 @@ struct BenchVMMCommand: ParsableCommand {
         var host: String
         var build: String
         var iterations: Int
+        var virtioEventFDs: Bool
         var vmmStartToFirstGuestExitMilliseconds: Summary
         var vmmStartToReadyMilliseconds: Summary
         var randomRead4KiBIOPS: Double
@@ -58,9 +62,9 @@ struct BenchVMMCommand: ParsableCommand {
             Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
         }
         func boot(_ commandLine: String, memoryMiB: Int, disks: [any BlockBackend] = []) throws -> Machine {
-            let machine = try Machine(configuration: MachineConfiguration(memorySize: memoryMiB << 20, image: .flat(image),
-                                                                          commandLine: commandLine, disks: disks),
-                                      logger: logger)
+            var configuration = MachineConfiguration(memorySize: memoryMiB << 20, image: .flat(image), commandLine: commandLine, disks: disks)
+            configuration.useEventFDs = !noEventFDs
+            let machine = try Machine(configuration: configuration, logger: logger)
             let reason = machine.run(timeout: .seconds(600))
             guard reason == .powerOff(code: 0) else {
                 throw ValidationError("test guest (\(commandLine)) ended with: \(reason)\n\(machine.console.output)")
@@ -111,6 +115,7 @@ struct BenchVMMCommand: ParsableCommand {
             host: Self.hostDescription(),
             build: Self.buildConfiguration,
             iterations: iterations,
+            virtioEventFDs: !noEventFDs,
             vmmStartToFirstGuestExitMilliseconds: Summary(firstExit),
             vmmStartToReadyMilliseconds: Summary(ready),
             randomRead4KiBIOPS: Double(randomReads) / randomSeconds,

@@ -27,9 +27,10 @@ enum TestGuest {
 
 /// Boots the flat test guest in `mode` and returns how the run ended and what the console said.
 func bootTestGuest(_ mode: String, memoryMiB: Int = 64, vcpus: Int = 1, disks: [any BlockBackend] = [],
-                   timeout: Duration = .seconds(90)) throws -> (reason: StopReason, console: String, machine: Machine) {
-    let configuration = MachineConfiguration(memorySize: memoryMiB << 20, vcpuCount: vcpus, image: .flat(try TestGuest.image.get()),
+                   timeout: Duration = .seconds(90), eventFDs: Bool = true) throws -> (reason: StopReason, console: String, machine: Machine) {
+    var configuration = MachineConfiguration(memorySize: memoryMiB << 20, vcpuCount: vcpus, image: .flat(try TestGuest.image.get()),
                                              commandLine: "mode=\(mode)", disks: disks)
+    configuration.useEventFDs = eventFDs
     let machine = try Machine(configuration: configuration, logger: Logger(label: "test-\(mode)"))
     let reason = machine.run(timeout: timeout)
     return (reason, machine.console.output, machine)
@@ -53,11 +54,15 @@ struct TestGuestBootTests {
         #expect(console.contains("ok   memory pattern"))
     }
 
-    @Test func virtioBlockReadsAndWritesAFile() throws {
+    /// Both ways a queue notification can reach the device: an ioeventfd served on an I/O thread
+    /// (with an irqfd for the interrupt), and a KVM_EXIT_MMIO served on the vCPU thread.
+    @Test(arguments: [true, false])
+    func virtioBlockReadsAndWritesAFile(eventFDs: Bool) throws {
         let scratch = try ScratchDirectory()
         let path = scratch.file("disk.img")
         try Data(patternedDisk(sectors: 64)).write(to: URL(fileURLWithPath: path))
-        let (reason, console, _) = try bootTestGuest("blk", disks: [try RawFileBackend(path: path, readOnly: false)])
+        let (reason, console, machine) = try bootTestGuest("blk", disks: [try RawFileBackend(path: path, readOnly: false)], eventFDs: eventFDs)
+        #expect(machine.doorbells.isEmpty != (eventFDs && machine.virtualMachine.supportsEventFDs))
         #expect(reason == .powerOff(code: 0), "console: \(console)")
         #expect(!console.contains("FAIL"))
         let disk = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
@@ -82,11 +87,13 @@ struct TestGuestBootTests {
         #expect(sector == (0..<512).map { UInt8(truncatingIfNeeded: 0xa5 ^ (10 + $0)) })
     }
 
-    @Test func hostileDescriptorChainsGetErrorsOrResetNeverACrash() throws {
+    @Test(arguments: [true, false])
+    func hostileDescriptorChainsGetErrorsOrResetNeverACrash(eventFDs: Bool) throws {
         let scratch = try ScratchDirectory()
         let path = scratch.file("disk.img")
         try Data(patternedDisk(sectors: 64)).write(to: URL(fileURLWithPath: path))
-        let (reason, console, _) = try bootTestGuest("hostile", memoryMiB: 128, disks: [try RawFileBackend(path: path, readOnly: false)])
+        let (reason, console, _) = try bootTestGuest("hostile", memoryMiB: 128, disks: [try RawFileBackend(path: path, readOnly: false)],
+                                                     eventFDs: eventFDs)
         #expect(reason == .powerOff(code: 0), "console: \(console)")
         #expect(!console.contains("FAIL"))
         #expect(console.contains("descriptor loop"))

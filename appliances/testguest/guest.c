@@ -235,7 +235,15 @@ static int submit(u16 head, u16 avail_step) {
     barrier();
     avail.index += avail_step;
     barrier();
-    reg_write(VIRTIO_QUEUE_NOTIFY, 0); /* processed synchronously by the VMM before this returns */
+    reg_write(VIRTIO_QUEUE_NOTIFY, 0);
+    /* The VMM may serve the notification on an I/O thread (ioeventfd), so wait, as a driver would,
+     * until the device returned a used element or flagged DEVICE_NEEDS_RESET. Polling memory costs
+     * nothing; a status read is a VM exit, so only every 1024 spins. Bounded, so a device that does
+     * neither fails the check that follows instead of hanging the guest. */
+    for (u64 spin = 0; *(volatile u16 *)&used_ring.index == used_seen && spin < (1ul << 32); spin++) {
+        if ((spin & 1023) == 1023 && (reg_read(VIRTIO_STATUS) & STATUS_NEEDS_RESET)) break;
+        __asm__ volatile("pause");
+    }
     barrier();
     reg_write(VIRTIO_INTERRUPT_ACK, reg_read(VIRTIO_INTERRUPT_STATUS));
     if (used_ring.index == used_seen) return 0;

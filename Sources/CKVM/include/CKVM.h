@@ -88,6 +88,13 @@ static inline int ckvm_ioctl_value(int fd, unsigned long request, unsigned long 
     return ioctl(fd, request, argument);
 }
 
+// KVM_IOEVENTFD flag: signal only when the written value equals datamatch (an enum-based macro).
+static const unsigned int CKVM_IOEVENTFD_FLAG_DATAMATCH = KVM_IOEVENTFD_FLAG_DATAMATCH;
+// eventfd(2) for irqfd/ioeventfd; Swift's Glibc module does not include <sys/eventfd.h>.
+#include <sys/eventfd.h>
+static const int CKVM_EFD_CLOEXEC = EFD_CLOEXEC;
+static inline int ckvm_eventfd(unsigned int initial, int flags) { return eventfd(initial, flags); }
+
 // memfd_create(2) is hidden behind _GNU_SOURCE in glibc's headers; call it by syscall number.
 static const unsigned int CKVM_MFD_CLOEXEC = MFD_CLOEXEC;
 static inline int ckvm_memfd_create(const char *name, unsigned int flags) {

@@ -80,10 +80,24 @@ public struct ACPITables: Sendable {
         [0x08] + Array("_S5_".utf8) + [0x12, 0x06, 0x02, 0x0a, softOffSleepType, 0x0a, softOffSleepType]
     }
 
-    /// `Scope (\_SB) { Device (VRnn) { _HID, _UID, _CRS } ... }` for the virtio-mmio windows.
+    /// The PNP ID of a 16550A-compatible COM port, which Linux's 8250_pnp driver matches.
+    static let serialPortHardwareID = "PNP0501"
+
+    /// `Device (COM1)` with its ports and interrupt. A hardware-reduced ACPI platform has no legacy
+    /// (ISA) interrupts: Linux then maps no IRQ to IOAPIC pin 4 unless a device's _CRS names it, so
+    /// without this the console works (polled writes) but tty output, which waits for the UART's
+    /// transmit interrupt, never leaves the guest. QEMU's microvm describes COM1 the same way.
+    static var serialPortDevice: [UInt8] {
+        let resources = AML.ioPorts(base: UInt16(Serial8250.com1Port), length: UInt8(Serial8250.windowLength))
+            + AML.extendedInterrupt(Serial8250.com1IRQ) + AML.endTag
+        return AML.device("COM1", AML.name("_HID", AML.string(serialPortHardwareID)) + AML.name("_UID", AML.integer(1))
+            + AML.name("_CRS", AML.buffer(resources)))
+    }
+
+    /// `Scope (\_SB) { Device (COM1) {...} Device (VRnn) { _HID, _UID, _CRS } ... }`: the console
+    /// UART and the virtio-mmio windows.
     static func deviceScope(_ devices: [MMIODevice]) -> [UInt8] {
-        guard !devices.isEmpty else { return [] }
-        let body = devices.enumerated().flatMap { index, device -> [UInt8] in
+        let body = serialPortDevice + devices.enumerated().flatMap { index, device -> [UInt8] in
             let resources = AML.memory32Fixed(base: UInt32(device.address), length: UInt32(device.length))
                 + AML.extendedInterrupt(device.gsi) + AML.endTag
             return AML.device("VR" + String(index >> 4 & 0xf, radix: 16, uppercase: true) + String(index & 0xf, radix: 16, uppercase: true), AML.name("_HID", AML.string(virtioMMIOHardwareID))

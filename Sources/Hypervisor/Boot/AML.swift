@@ -60,6 +60,10 @@ enum AML {
     static func memory32Fixed(base: UInt32, length: UInt32) -> [UInt8] {
         [0x86, 9, 0, 1] + MPTable.littleEndian(base) + MPTable.littleEndian(length)
     }
+    /// I/O port range with 16-bit decode, fixed at `base` (small item 0x47, length 7).
+    static func ioPorts(base: UInt16, length: UInt8) -> [UInt8] {
+        [0x47, 1] + MPTable.littleEndian(base) + MPTable.littleEndian(base) + [1, length]
+    }
     /// Extended Interrupt, consumer, edge-triggered, active-high, exclusive, one GSI (large item 0x89).
     static func extendedInterrupt(_ gsi: UInt32) -> [UInt8] {
         [0x89, 6, 0, 0b0000_0011, 1] + MPTable.littleEndian(gsi)

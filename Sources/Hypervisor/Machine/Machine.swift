@@ -23,6 +23,9 @@ public struct MachineConfiguration: Sendable {
     /// Stop the run (as `.stopRequested`) on the vCPU that printed the ready marker, before the guest
     /// runs on: how `streamvm snapshot --at-ready` pauses at exactly that point.
     public var pauseAtReady: Bool
+    /// Serve virtio queue notifications on I/O threads through ioeventfds and raise virtio
+    /// interrupts through irqfds, when the host's KVM offers both (see `QueueDoorbell`).
+    public var useEventFDs = true
 
     public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage, commandLine: String = "",
                 disks: [any BlockBackend] = [], readyMarker: String = "STREAMVM-READY",
@@ -63,6 +66,8 @@ public final class Machine: @unchecked Sendable {
     public let console: ConsoleMonitor
     public let serial: Serial8250
     public let blockDevices: [VirtioMMIOTransport]
+    /// ioeventfd-served queue notifications (empty when `useEventFDs` is off or unsupported).
+    let doorbells: [QueueDoorbell]
     let system: KVMSystem
     let virtualMachine: VirtualMachine
     let vcpus: [VCPU]
@@ -118,6 +123,15 @@ public final class Machine: @unchecked Sendable {
         let console = ConsoleMonitor(readyMarker: configuration.readyMarker, forward: configuration.consoleOutput,
                                      onReady: { owner.machine?.markReady() })
         self.console = console
+        let eventFDs = configuration.useEventFDs && virtualMachine.supportsEventFDs
+        let virtualMachine = virtualMachine
+        func interruptLine(_ gsi: UInt32) throws -> any InterruptLine {
+            eventFDs ? try EventFDInterruptLine(gsi: gsi, machine: virtualMachine) : IRQChipLine(gsi: gsi, machine: virtualMachine)
+        }
+        var doorbells: [QueueDoorbell] = []
+        // The UART raises its interrupt from the vCPU thread that wrote it: a direct KVM_IRQ_LINE is
+        // delivered before that vCPU re-enters, whereas an irqfd on an IOAPIC pin goes through a
+        // kernel work item.
         serial = Serial8250(interrupt: IRQChipLine(gsi: Serial8250.com1IRQ, machine: virtualMachine),
                             output: { console.receive($0) })
         var ioBus = Bus()
@@ -135,8 +149,13 @@ public final class Machine: @unchecked Sendable {
             let address = GuestLayout.virtioMMIOBase + UInt64(index) * GuestLayout.virtioMMIOStride
             let gsi = GuestLayout.virtioFirstGSI + UInt32(index)
             let transport = VirtioMMIOTransport(device: VirtioBlock(backend: disk), memory: memory,
-                                                interrupt: IRQChipLine(gsi: gsi, machine: virtualMachine), logger: logger)
+                                                interrupt: try interruptLine(gsi), logger: logger)
             try mmioBus.insert(transport, at: address, length: GuestLayout.virtioMMIOStride)
+            if eventFDs {
+                doorbells += try transport.device.queueMaximumSizes.indices.map {
+                    try QueueDoorbell(transport: transport, queueIndex: $0, windowAddress: address, machine: virtualMachine)
+                }
+            }
             blockDevices.append(transport)
             acpiDevices.append(ACPITables.MMIODevice(address: address, length: GuestLayout.virtioMMIOStride, gsi: gsi))
             // Kernels with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES find the device from this parameter; others
@@ -146,6 +165,7 @@ public final class Machine: @unchecked Sendable {
             }
         }
         self.blockDevices = blockDevices
+        self.doorbells = doorbells
         dispatcher = ExitDispatcher(ioBus: ioBus, mmioBus: mmioBus)
 
         let entry = configuration.restore != nil ? nil : try BootLoader.load(configuration.image, commandLine: commandLine, vcpuCount: configuration.vcpuCount,
@@ -202,6 +222,8 @@ public final class Machine: @unchecked Sendable {
             return value
         }
         guard !alreadyStarted else { return .failure("a machine can only be run once") }
+        doorbells.forEach { $0.start() }
+        defer { doorbells.forEach { $0.waitUntilStopped() } }
         for vcpu in vcpus {
             let thread = Thread { [self] in
                 Self.unblockKickSignal()
@@ -246,6 +268,7 @@ public final class Machine: @unchecked Sendable {
         }
         guard first else { return }
         kickAll()
+        doorbells.forEach { $0.stop() }
         stopped.signal()
     }
 

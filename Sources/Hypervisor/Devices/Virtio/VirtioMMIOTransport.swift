@@ -185,6 +185,13 @@ public final class VirtioMMIOTransport: BusDevice {
         if raise { interrupt.trigger() }
     }
 
+    /// Runs queue `index` as a QueueNotify write of `index` would: the entry point for notifications
+    /// that arrive through an ioeventfd (`QueueDoorbell`) instead of the bus.
+    public func notify(queue index: Int) {
+        let raise = state.withLock { processNotification(queueIndex: index, state: &$0) }
+        if raise { interrupt.trigger() }
+    }
+
     /// Applies a status write; returns whether to interrupt.
     private func updateStatus(_ value: UInt32, state: inout State) -> Bool {
         if value == 0 {
