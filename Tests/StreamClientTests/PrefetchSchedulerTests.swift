@@ -57,11 +57,16 @@ import Testing
         var scheduler = Self.scheduler(.none, model: nil, clock: clock)
         let start = scheduler.start()
         #expect(start == [.startGuest(bufferedBytes: 0)])
-        // A miss at chunk 5 reads ahead 8 fetchable chunks, skipping the zero chunk 9.
-        let ahead = Self.fetches(scheduler.accessed(Self.disk(5), waited: true))
-        #expect(ahead == [6, 7, 8, 10, 11, 12, 13, 14].map(Self.disk))
-        // A hit (no wait) does not read ahead; nothing else is streamed without --complete.
-        #expect(Self.fetches(scheduler.accessed(Self.disk(50), waited: false)).isEmpty)
+        // Random misses read nothing extra.
+        for index in [50, 70, 5] { #expect(Self.fetches(scheduler.accessed(Self.disk(index), waited: true)).isEmpty) }
+        // A sequential miss (6 right after 5) reads ahead 8 fetchable chunks, skipping the zero chunk 9.
+        let ahead = Self.fetches(scheduler.accessed(Self.disk(6), waited: true))
+        #expect(ahead == [7, 8, 10, 11, 12, 13, 14, 15].map(Self.disk))
+        // The reader consuming the window (a hit, no wait) keeps it 8 chunks ahead.
+        _ = scheduler.fetched(Self.disk(7))
+        #expect(Self.fetches(scheduler.accessed(Self.disk(7), waited: false)) == [Self.disk(16)])
+        // Without --complete nothing else is streamed.
+        #expect(Self.fetches(scheduler.accessed(Self.disk(90), waited: false)).isEmpty)
     }
 
     @Test func fullWaitsForTheWholeImageAndKeepsOutstandingBytesBounded() {

@@ -11,7 +11,7 @@ import Catalog
 ///   bandwidth-delay products, which keeps the link full without burying the next demand miss
 ///   (the fetcher always starts demand requests first). Entering a model cluster makes its rest and
 ///   its likely successors urgent; outstanding prefetches of clusters now off the path are cancelled.
-/// - Unmodelled misses get sequential readahead. After the predicted path, the rest of the working
+/// - Sequential unmodelled misses get readahead (random ones do not). After the predicted path, the rest of the working
 ///   set (or, with `complete`, the whole image) streams in the background.
 public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration, C: Sendable {
     public enum Action: Equatable, Sendable {
@@ -58,6 +58,9 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
     private var background: [ChunkLocation] = []
     private var backgroundHead = 0
     private var hot: Set<Int> = []
+    /// Chunks read ahead (touching one extends the window) and the last first touch per artifact.
+    private var readahead: Set<ChunkLocation> = []
+    private var lastTouch: [ArtifactRole: Int] = [:]
     private var entered: Set<Int> = []
     private var epoch = 0
     private var sequence = 0
@@ -139,9 +142,14 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
         var actions: [Action] = []
         if let cluster = clusterOf[location] {
             if entered.insert(cluster).inserted { actions += enter(cluster) }
-        } else if waited {
-            queueReadahead(after: location)
+        } else {
+            // Readahead as Linux's on-demand readahead does it: only for a sequential reader (a miss
+            // right after the previous first touch), and kept going while the reader consumes the
+            // window; random misses read nothing extra.
+            let sequential = lastTouch[location.role].map { (1...2).contains(location.index - $0) } ?? false
+            if (waited && sequential) || readahead.contains(location) { queueReadahead(after: location) }
         }
+        lastTouch[location.role] = location.index
         return actions + fill() + startIfReady()
     }
 
@@ -248,15 +256,19 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
         return actions
     }
 
+    /// Keeps `readaheadChunks` fetchable chunks after `location` local or on their way.
     private mutating func queueReadahead(after location: ChunkLocation) {
         guard let list = chunks.stored[location.role] else { return }
-        var added = 0
+        var counted = 0
         var index = location.index + 1
         var ahead: [ChunkLocation] = []
-        while added < configuration.readaheadChunks, index < list.count {
+        while counted < configuration.readaheadChunks, index < list.count {
             let next = ChunkLocation(role: location.role, index: index)
-            if list[index] != nil, !local.contains(next) { ahead.append(next); added += 1 }
             index += 1
+            guard list[next.index] != nil else { continue }
+            counted += 1
+            readahead.insert(next)
+            if !local.contains(next), outstanding[next] == nil { ahead.append(next) }
         }
         epoch += 1
         urgent = ahead + Array(urgent[urgentHead...])
