@@ -50,11 +50,12 @@ public final class LazyBlockBackend: BlockBackend, @unchecked Sendable {
                 if case .outOfRange = error { throw error }
                 if case .overlayMismatch = error { throw error }
                 let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                guard elapsed + Self.retryPauseSeconds < readDeadlineSeconds else {
+                guard elapsed < readDeadlineSeconds else {
                     onGiveUp(error)
                     throw error
                 }
-                Thread.sleep(forTimeInterval: Self.retryPauseSeconds)
+                // One last attempt right at the deadline.
+                Thread.sleep(forTimeInterval: min(Self.retryPauseSeconds, readDeadlineSeconds - elapsed))
             }
         }
     }

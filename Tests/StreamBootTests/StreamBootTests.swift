@@ -14,15 +14,16 @@ import Testing
        .timeLimit(.minutes(5)), .serialized)
 struct StreamBootTests {
     /// Boots `fixture`'s appliance once with a fresh cache.
-    func boot(_ fixture: StreamBootFixture, mode: PrefetchMode, cache: String,
+    func boot(_ fixture: StreamBootFixture, mode: PrefetchMode, cache: String, origin: String? = nil,
+              onMachine: @escaping @Sendable (Machine) -> Void = { _ in },
               configure: (inout StreamBootSession.Options) -> Void = { _ in }) async throws -> StreamBootSession.Outcome {
-        let loader = try fixture.loader(cache: cache)
+        let loader = try fixture.loader(cache: cache, retry: RetryPolicy(attemptsPerOrigin: 2, backoffSeconds: [0.05]), origin: origin)
         defer { loader.client.fetcher.shutdown() }
         var options = StreamBootSession.Options(reference: try fixture.catalog.loadCatalog(trust: .insecure)!.index.appliances.keys.sorted().first!)
         options.prefetch = mode
         options.timeout = .seconds(120)
         configure(&options)
-        return try await StreamBootSession(loader: loader, options: options, logger: fixture.logger).boot()
+        return try await StreamBootSession(loader: loader, options: options, logger: fixture.logger).boot(onMachine: onMachine)
     }
 
     @Test func blkGuestReadsAndWritesItsStreamedDisk() async throws {
@@ -87,8 +88,28 @@ struct StreamBootTests {
         _ = try Publisher(catalog: fixture.catalog, key: fixture.key, options: options, logger: fixture.logger).publish(try ApplianceDirectory(path: appliance))
         try await fixture.startServer()
         await #expect(throws: StreamBootError.self) {
-            _ = try await boot(fixture, mode: .vtube, cache: "cache") { $0.reference = "blkguest@2" }
+            _ = try await boot(fixture, mode: .vtube, cache: "cache", configure: { $0.reference = "blkguest@2" })
         }
+        await fixture.stopServer()
+    }
+
+    @Test func aLinkThatStaysDownEndsTheRunWithAClearErrorAfterTheDeadline() async throws {
+        let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=blk", sectors: 2048)
+        try await fixture.startServer()
+        // The link: a proxy in front of the server, cut (listener and connections) as the guest starts.
+        let link = try ShapingProxy(upstreamPort: UInt16(fixture.port), rateBitsPerSecond: 1e9, rttSeconds: 0.001)
+        let started = ContinuousClock.now
+        let outcome = try await boot(fixture, mode: .none, cache: "cache", origin: link.url, onMachine: { _ in link.stop() }) {
+            $0.readDeadlineSeconds = 2
+        }
+        let elapsed = ContinuousClock.now - started
+        guard case .failure(let message) = outcome.reason else {
+            Issue.record("expected a failure, the run ended with \(outcome.reason)")
+            return
+        }
+        #expect(message.contains("the disk stopped answering"), "\(message)")
+        #expect(elapsed >= .seconds(2))
+        #expect(!outcome.console.contains("STREAMVM-READY"))
         await fixture.stopServer()
     }
 }
