@@ -72,10 +72,17 @@ let package = Package(
         // Run many: identical-page sharing (Difference Engine) and dilated clocks (DieCast).
         .target(name: "Dedup", dependencies: ["Hypervisor"], swiftSettings: strictSettings),
         .target(name: "Dilation", swiftSettings: strictSettings),
+        // Stream-boot glue: LazyImage as a virtio-blk backend, prefetch and traces around a Machine,
+        // and the stream benchmark (which needs a real server).
+        // Its own target because Hypervisor must not import StreamClient (DESIGN.md module rule).
+        .target(
+            name: "StreamBoot",
+            dependencies: ["Catalog", "StreamClient", "StreamServer", "Hypervisor", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings),
         .executableTarget(
             name: "streamvm",
             dependencies: [
-                "Catalog", "StreamServer", "StreamClient", "Hypervisor",
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -97,5 +104,8 @@ let package = Package(
         .testTarget(
             name: "StreamClientTests",
             dependencies: ["StreamClient", "StreamServer", "Catalog", "CCurl", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
+            name: "StreamBootTests",
+            dependencies: ["StreamBoot", "StreamClient", "StreamServer", "Hypervisor", "Catalog", .product(name: "Logging", package: "swift-log")]),
     ]
 )

@@ -6,8 +6,9 @@ struct StreamVM: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "streamvm",
         abstract: "Publish VM appliances and stream-boot them over HTTP/2.",
-        subcommands: [KeygenCommand.self, PublishCommand.self, ServeCommand.self, PushCommand.self, RunCommand.self, SnapshotCommand.self,
-                      MirrorCommand.self, FetchCommand.self, CacheCommand.self, BenchCommand.self]
+        subcommands: [KeygenCommand.self, PublishCommand.self, ServeCommand.self, PushCommand.self, RunCommand.self,
+                      SnapshotCommand.self, MirrorCommand.self, FetchCommand.self, CacheCommand.self, BenchCommand.self,
+                      BootCommand.self, LearnCommand.self]
     )
 
     static func main() async {
