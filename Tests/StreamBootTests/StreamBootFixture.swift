@@ -107,7 +107,7 @@ final class StreamBootFixture: @unchecked Sendable {
         options.traceDirectory = traceRoot
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        serverTask = Task { try await server.run { continuation.yield($0) } }
+        serverTask = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { continuation.yield($0) } }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw CancellationError() }
         self.port = port

@@ -25,7 +25,7 @@ import Testing
             logger.logLevel = .critical
             let server = try CatalogServer(options: options, logger: logger)
             let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-            let task = Task { try await server.run { port in continuation.yield(port) } }
+            let task = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { port in continuation.yield(port) } }
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw CancellationError() }
             return RunningCatalogServer(port: port, task: task)

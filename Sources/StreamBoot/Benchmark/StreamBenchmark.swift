@@ -80,7 +80,8 @@ public struct StreamBenchmark: Sendable {
         options.traceDirectory = work + "/traces"
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let serverTask = Task { try await server.run { continuation.yield($0) } }
+        // Its own threads: the VM runs of this benchmark must not starve the server (DedicatedThreadsExecutor).
+        let serverTask = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { continuation.yield($0) } }
         defer { serverTask.cancel() }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw ClientError.benchmark("the catalogue server did not start") }
