@@ -23,12 +23,29 @@ import Testing
         }.count
     }
 
+    /// The whole of a /proc file. (Foundation's `String(contentsOfFile:)` stops after the first 4 KiB
+    /// of a procfs file, whose reported size is 0; /proc/net/tcp is far longer on a busy host.)
+    static func readProcFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var block = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let count = block.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes.append(contentsOf: block[0..<count])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
     /// Inodes of the TCP sockets whose local port is `port` (the server's end of each connection, and
     /// its listener).
     static func socketInodes(localPort port: Int) -> Set<UInt64> {
         var inodes = Set<UInt64>()
         for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-            guard let text = try? String(contentsOfFile: table, encoding: .utf8) else { continue }
+            guard let text = readProcFile(table) else { continue }
             for line in text.split(separator: "\n").dropFirst() {
                 let fields = line.split(separator: " ")
                 // Fields: sl, local "ADDR:PORT" (hex), remote, state, queues, timer, retransmits, uid, timeout, inode.
