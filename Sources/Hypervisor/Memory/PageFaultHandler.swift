@@ -1,6 +1,7 @@
 import CKVM
 import Foundation
 import Glibc
+import Synchronization
 
 /// One page's first touch after lazy memory was armed: for traces and the "pages touched" figure.
 public struct FirstTouch: Sendable, Equatable {
@@ -111,7 +112,8 @@ public final class PageFaultHandler: @unchecked Sendable {
         let startNanoseconds: UInt64
         /// A pipe: `shutdown` writes to [1], the blocking reader polls [0].
         let stopPipe: [Int32]
-        private let spinStop = Locked(false)
+        /// Checked on every turn of the busy-polling loop: an atomic load, no lock.
+        private let spinStop = Atomic<Bool>(false)
         private let finished = DispatchSemaphore(value: 0)
         private let started = Locked(false)
         private let stoppedOnce = Locked(false)
@@ -164,7 +166,7 @@ public final class PageFaultHandler: @unchecked Sendable {
         func shutdown() {
             let first = stoppedOnce.withLock { value -> Bool in defer { value = true }; return !value }
             guard first, started.withLock({ $0 }) else { return }
-            spinStop.withLock { $0 = true }
+            spinStop.store(true, ordering: .releasing)
             var one: UInt8 = 1
             _ = write(stopPipe[1], &one, 1)
             queueCondition.lock()
@@ -193,7 +195,7 @@ public final class PageFaultHandler: @unchecked Sendable {
                     guard errno == EAGAIN || errno == EINTR else { return }
                     switch waitMode {
                     case .busyPolling:
-                        if spinStop.withLock({ $0 }) { return }
+                        if spinStop.load(ordering: .acquiring) { return }
                     case .blocking:
                         _ = poll(&descriptors, 2, -1)
                         if descriptors[1].revents != 0 { return }
