@@ -47,6 +47,9 @@ public final class PageFaultHandler: @unchecked Sendable {
     public let pageCount: Int
     private let service: Service
 
+    /// Whether this process may open a userfaultfd (used by tests to skip with a reason).
+    public static var isAvailable: Bool { (try? Userfaultfd(pageSize: GuestMemory.pageSize)) != nil }
+
     /// Registers every region of `memory` with a new userfaultfd; nothing is served until `start`.
     /// Call before anything touches `memory` (a page already present is never faulted on).
     public init(memory: GuestMemory, source: any PageSource, waitMode: WaitMode = .blocking, fetchThreads: Int = 0,
