@@ -47,7 +47,8 @@ func patternedMemoryImage(pages: Int) -> [UInt8] {
 /// never be served must not see the memory unmapped under it.
 nonisolated(unsafe) var keptAlive: [AnyObject] = []
 
-@Suite(.timeLimit(.minutes(2)))
+@Suite(.enabled(if: PageFaultHandler.isAvailable, "userfaultfd is not available to this process: lazy-memory tests skipped"),
+       .timeLimit(.minutes(2)))
 struct PageFaultHandlerTests {
     static let pages = 64
 

@@ -33,7 +33,7 @@ func resumeTestGuest(_ plan: RestorePlan, memoryMiB: Int = 64, beforeRun: (Machi
     return (reason, machine.console.output, machine)
 }
 
-@Suite(.enabled(if: KVMSystem.isAvailable, "/dev/kvm is absent or not accessible: snapshot tests skipped"),
+@Suite(.enabled(if: KVMSystem.isAvailable && PageFaultHandler.isAvailable, "/dev/kvm or userfaultfd is not available: snapshot tests skipped"),
        .timeLimit(.minutes(3)))
 struct SnapshotRestoreTests {
     @Test func lazyRestoreGivesTheGuestEveryPageAsItWasAndLogsEachFirstTouchOnce() throws {

@@ -1,6 +1,7 @@
 import CKVM
 import Foundation
 import Glibc
+import Synchronization
 
 /// One page's first touch after lazy memory was armed: for traces and the "pages touched" figure.
 public struct FirstTouch: Sendable, Equatable {
@@ -45,6 +46,9 @@ public final class PageFaultHandler: @unchecked Sendable {
     public let pageSize: Int
     public let pageCount: Int
     private let service: Service
+
+    /// Whether this process may open a userfaultfd (used by tests to skip with a reason).
+    public static var isAvailable: Bool { (try? Userfaultfd(pageSize: GuestMemory.pageSize)) != nil }
 
     /// Registers every region of `memory` with a new userfaultfd; nothing is served until `start`.
     /// Call before anything touches `memory` (a page already present is never faulted on).
@@ -111,7 +115,8 @@ public final class PageFaultHandler: @unchecked Sendable {
         let startNanoseconds: UInt64
         /// A pipe: `shutdown` writes to [1], the blocking reader polls [0].
         let stopPipe: [Int32]
-        private let spinStop = Locked(false)
+        /// Checked on every turn of the busy-polling loop: an atomic load, no lock.
+        private let spinStop = Atomic<Bool>(false)
         private let finished = DispatchSemaphore(value: 0)
         private let started = Locked(false)
         private let stoppedOnce = Locked(false)
@@ -164,7 +169,7 @@ public final class PageFaultHandler: @unchecked Sendable {
         func shutdown() {
             let first = stoppedOnce.withLock { value -> Bool in defer { value = true }; return !value }
             guard first, started.withLock({ $0 }) else { return }
-            spinStop.withLock { $0 = true }
+            spinStop.store(true, ordering: .releasing)
             var one: UInt8 = 1
             _ = write(stopPipe[1], &one, 1)
             queueCondition.lock()
@@ -193,7 +198,7 @@ public final class PageFaultHandler: @unchecked Sendable {
                     guard errno == EAGAIN || errno == EINTR else { return }
                     switch waitMode {
                     case .busyPolling:
-                        if spinStop.withLock({ $0 }) { return }
+                        if spinStop.load(ordering: .acquiring) { return }
                     case .blocking:
                         _ = poll(&descriptors, 2, -1)
                         if descriptors[1].revents != 0 { return }
