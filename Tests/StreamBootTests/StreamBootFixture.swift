@@ -119,6 +119,12 @@ final class StreamBootFixture: @unchecked Sendable {
         serverTask = nil
     }
 
+    /// Starts the server's shutdown without waiting for it to finish.
+    func cancelServer() {
+        serverTask?.cancel()
+        serverTask = nil
+    }
+
     var url: String { "http://127.0.0.1:\(port)" }
 
     /// A client stack with its own (empty) cache directory.

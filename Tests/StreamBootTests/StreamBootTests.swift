@@ -112,4 +112,27 @@ struct StreamBootTests {
         #expect(!outcome.console.contains("STREAMVM-READY"))
         await fixture.stopServer()
     }
+
+    @Test func aLinkThatDropsMidBootStallsTheGuestAndResumesWithCorrectBytes() async throws {
+        let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=blk", sectors: 2048)
+        try await fixture.startServer()
+        let link = try SwitchableLink(upstreamPort: UInt16(fixture.port))
+        defer { link.stop() }
+        let started = ContinuousClock.now
+        // The link goes down as the guest starts and comes back 1.5 s later.
+        let outcome = try await boot(fixture, mode: .none, cache: "cache", origin: link.url, onMachine: { _ in
+            link.cut()
+            DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) { link.restore() }
+        }) { $0.readDeadlineSeconds = 30 }
+        #expect(outcome.reason == .powerOff(code: 0), "\(outcome.console)")
+        // The guest checks every byte it reads against the published pattern.
+        #expect(outcome.console.contains("ok   sectors 0-7 hold the host's pattern"))
+        #expect(outcome.console.contains("ok   last sector holds the host's pattern"))
+        #expect(!outcome.console.contains("FAIL"))
+        #expect(ContinuousClock.now - started >= .seconds(1.5))
+        link.stop()
+        // Not awaited: after a cut link the server's graceful shutdown waits about 29 s for a
+        // connection to close (noted for the server's owner); cancelling is enough to end it.
+        fixture.cancelServer()
+    }
 }

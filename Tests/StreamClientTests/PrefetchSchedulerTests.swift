@@ -109,6 +109,19 @@ import Testing
         #expect(scheduler.bufferTargetBytes == Int((Double(16 * Self.chunkBytes) - 1000 * 4 + 1000 * 0.02).rounded(.up)))
     }
 
+    @Test func vtubeBufferIsSizedWithTheGoodputPrefetchesGetWhenItIsLower() {
+        let clock = ManualClock()
+        var scheduler = Self.scheduler(.vtube, clock: clock)
+        _ = scheduler.start()
+        _ = scheduler.tick(bandwidthBytesPerSecond: 10e6, rttSeconds: 0)
+        #expect(scheduler.bufferTargetBytes == 8 * Self.chunkBytes)
+        // One chunk (64 KiB) arrives in one second: 64 KiB/s actually delivered, far below the
+        // estimate, so A (needed 4 s in) cannot stream in time and is buffered too (minus 4 s of it).
+        clock.advance(by: .seconds(1))
+        _ = scheduler.fetched(Self.disk(0))
+        #expect(scheduler.bufferTargetBytes == 16 * Self.chunkBytes - 4 * Self.chunkBytes)
+    }
+
     @Test func vtubeStartsOnceTheBufferIsFilledAndStreamsThePredictedPathFirst() {
         let clock = ManualClock()
         var scheduler = Self.scheduler(.vtube, clock: clock)

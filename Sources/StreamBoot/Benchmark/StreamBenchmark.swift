@@ -26,6 +26,9 @@ public struct StreamBenchmark: Sendable {
         public var stall_s: Double
         public var bytes: Int
         public var stop: String
+        /// Diagnostics beyond the issue's shape: bytes local when the guest started, all demand misses.
+        public var buffered_bytes: Int
+        public var demand_misses: Int
     }
 
     /// The JSON shape the issue names, plus where the figures come from.
@@ -109,7 +112,9 @@ public struct StreamBenchmark: Sendable {
             let (outcome, samples) = try await boot(name, mode: mode, origin: shaped, cache: "\(work)/cache-\(mode.rawValue)")
             let report = outcome.report
             results[mode.rawValue] = ModeResult(ttr_s: report.readySeconds, stall_count: report.stallsAfterReady,
-                                                stall_s: report.stallSecondsAfterReady, bytes: report.bytesReceived, stop: report.stopReason)
+                                                stall_s: report.stallSecondsAfterReady, bytes: report.bytesReceived, stop: report.stopReason,
+                                                buffered_bytes: report.bufferedBytes,
+                                                demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count)
             let offset = report.traceStartSeconds
             timelines.append(Timeline(mode: mode, samples: samples,
                                       stalls: outcome.trace.records.filter { $0.stallSeconds > 0 }.map { (offset + $0.wallSeconds - $0.stallSeconds, $0.stallSeconds) },

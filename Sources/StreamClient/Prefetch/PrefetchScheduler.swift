@@ -71,6 +71,9 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
     private var startupPendingBytes = 0
     private var bufferedBytes = 0
     private var bytesPerSecond: Double
+    /// Goodput of this run's prefetches: bytes completed since the first fetch was issued.
+    private var firstIssue: C.Instant?
+    private var completedBytes = 0
     private var rttSeconds = 0.0
     private(set) public var bufferingStarted: C.Instant?
     private(set) public var guestStarted: C.Instant?
@@ -201,17 +204,31 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
         case .full, .workingset: return bufferedBytes + startupPendingBytes
         case .vtube:
             guard let model, !startupPath.isEmpty else { return 0 }
+            let rate = startupRate
             var cumulative = 0
             var shortfall = 0.0
             for number in startupPath {
                 let cluster = model.clusters[number]
                 cumulative += cluster.bytes
-                shortfall = max(shortfall, Double(cumulative) - bytesPerSecond * cluster.startSeconds)
+                shortfall = max(shortfall, Double(cumulative) - rate * cluster.startSeconds)
             }
-            let withMargin = shortfall + bytesPerSecond * rttSeconds
+            let withMargin = shortfall + rate * rttSeconds
             return min(Int(withMargin.rounded(.up)), bufferedBytes + startupPendingBytes)
         }
     }
+
+    /// The rate the startup buffer is sized with: the fetcher's estimate (a max filter, which can run
+    /// ahead of what a loaded path delivers), capped by the goodput this run's prefetches actually got
+    /// once there is enough of it to judge (a quarter second of transfers).
+    private var startupRate: Double {
+        guard let firstIssue, completedBytes > 0 else { return bytesPerSecond }
+        let elapsed = firstIssue.duration(to: clock.now)
+        guard elapsed >= Self.goodputWindow else { return bytesPerSecond }
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return min(bytesPerSecond, Double(completedBytes) / seconds)
+    }
+
+    static var goodputWindow: Duration { .milliseconds(250) }
 
     private mutating func startIfReady() -> [Action] {
         guard guestStarted == nil, let began = bufferingStarted else { return [] }
@@ -285,6 +302,7 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
         var actions: [Action] = []
         while outstandingBytes < outstandingLimit, let location = nextCandidate() {
             let bytes = chunks.bytes(location) ?? 0
+            if firstIssue == nil { firstIssue = clock.now }
             outstanding[location] = bytes
             outstandingBytes += bytes
             sequence += 1
@@ -319,7 +337,10 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
     }
 
     private mutating func markLocal(_ location: ChunkLocation) {
-        if let bytes = outstanding.removeValue(forKey: location) { outstandingBytes -= bytes }
+        if let bytes = outstanding.removeValue(forKey: location) {
+            outstandingBytes -= bytes
+            completedBytes += bytes
+        }
         guard local.insert(location).inserted else { return }
         if startupSet.contains(location), let bytes = chunks.bytes(location) {
             startupPendingBytes -= bytes
