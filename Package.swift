@@ -16,6 +16,8 @@ let package = Package(
         .library(name: "StreamServer", targets: ["StreamServer"]),
         .library(name: "StreamClient", targets: ["StreamClient"]),
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
+        .library(name: "Dedup", targets: ["Dedup"]),
+        .library(name: "Dilation", targets: ["Dilation"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -67,10 +69,20 @@ let package = Package(
             name: "Hypervisor",
             dependencies: ["CKVM", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings),
+        // Run many: identical-page sharing (Difference Engine) and dilated clocks (DieCast).
+        .target(name: "Dedup", dependencies: ["Hypervisor"], swiftSettings: strictSettings),
+        .target(name: "Dilation", swiftSettings: strictSettings),
+        // Stream-boot glue: LazyImage as a virtio-blk backend, prefetch and traces around a Machine,
+        // and the stream benchmark (which needs a real server).
+        // Its own target because Hypervisor must not import StreamClient (DESIGN.md module rule).
+        .target(
+            name: "StreamBoot",
+            dependencies: ["Catalog", "StreamClient", "StreamServer", "Hypervisor", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings),
         .executableTarget(
             name: "streamvm",
             dependencies: [
-                "Catalog", "StreamServer", "StreamClient", "Hypervisor",
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -87,8 +99,13 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "DedupTests", dependencies: ["Dedup", "Hypervisor"]),
+        .testTarget(name: "DilationTests", dependencies: ["Dilation"]),
         .testTarget(
             name: "StreamClientTests",
             dependencies: ["StreamClient", "StreamServer", "Catalog", "CCurl", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
+            name: "StreamBootTests",
+            dependencies: ["StreamBoot", "StreamClient", "StreamServer", "Hypervisor", "Catalog", .product(name: "Logging", package: "swift-log")]),
     ]
 )

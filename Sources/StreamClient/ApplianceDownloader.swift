@@ -31,11 +31,12 @@ public final class ApplianceDownloader: Sendable {
         let (manifest, _) = try await client.loadManifest(resolved.entry.manifest)
         let dictionaries = try await client.loadDictionaries(for: manifest)
         try AtomicFile.makeDirectories(directory)
+        removeAbandonedTempFiles(in: directory)
         progress.add(total: manifest.artifacts.reduce(0) { total, artifact in
             total + artifact.chunks.reduce(0) { $0 + ($1?.stored ?? 0) }
         })
         var report = Report(appliance: resolved.name, version: resolved.version, files: [], bytesWritten: 0, chunksFetched: 0)
-        let fetched = ByteCounter()
+        let fetched = FetchedChunks()
         for artifact in manifest.artifacts {
             let target = "\(directory)/\(artifact.role.fileName)"
             try await write(artifact, of: manifest, dictionaries: dictionaries, to: target, progress: progress, fetched: fetched)
@@ -46,12 +47,12 @@ public final class ApplianceDownloader: Sendable {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(try encoder.encode(manifest.config), to: "\(directory)/appliance.json")
         report.files.append("appliance.json")
-        report.chunksFetched = fetched.value
+        report.chunksFetched = fetched.count
         return report
     }
 
     private func write(_ artifact: Artifact, of manifest: Manifest, dictionaries: [ZstdDictionary], to target: String,
-                       progress: ProgressTally, fetched: ByteCounter) async throws {
+                       progress: ProgressTally, fetched: FetchedChunks) async throws {
         let temp = "\((target as NSString).deletingLastPathComponent)/.tmp-\((target as NSString).lastPathComponent)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw ClientError.io(path: temp, errno: errno) }
@@ -69,7 +70,7 @@ public final class ApplianceDownloader: Sendable {
             let loaded = try await loader.load(job.ref, length: length, dictionary: job.ref.dict.map { dictionaries[$0] },
                                                priority: .prefetch(rank: Double(job.index)))
             try loaded.bytes.withUnsafeBytes { try pwriteFully(fd, $0, offset: job.index * manifest.chunkSize, path: temp) }
-            if loaded.fetched { fetched.add(1) }
+            if loaded.fetched { fetched.insert(job.ref.id) }
             progress.advance(job.ref.stored)
         }
         // Every chunk was verified; the whole-file digest also proves the manifest's chunk order.
@@ -81,6 +82,16 @@ public final class ApplianceDownloader: Sendable {
         guard rename(temp, target) == 0 else { throw ClientError.io(path: target, errno: errno) }
         renamed = true
         try AtomicFile.syncDirectory((target as NSString).deletingLastPathComponent)
+    }
+
+    /// Temp files of a killed earlier run (their writer pid is gone): sparse images that would
+    /// otherwise stay behind. Artifacts only appear under their real names when complete.
+    private func removeAbandonedTempFiles(in directory: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+        for name in names where TempFileName.isAbandoned(name) {
+            unlink("\(directory)/\(name)")
+            logger.info("removed a killed run's temp file", metadata: ["file": "\(name)"])
+        }
     }
 
     static func digest(fd: Int32, size: Int, path: String) throws -> Digest {
@@ -97,4 +108,12 @@ public final class ApplianceDownloader: Sendable {
         }
         return hasher.finalize()
     }
+}
+
+/// Distinct chunks that came over the network (a chunk used twice, or joined while in flight, counts once).
+final class FetchedChunks: @unchecked Sendable {
+    private let lock = NSLock()
+    private var chunks: Set<ChunkID> = []
+    func insert(_ chunk: ChunkID) { lock.withLock { _ = chunks.insert(chunk) } }
+    var count: Int { lock.withLock { chunks.count } }
 }

@@ -15,6 +15,8 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
     case io(path: String, errno: Int32)
     /// A benchmark helper (nginx, curl) failed.
     case benchmark(String)
+    /// The server did not store an uploaded trace.
+    case traceRefused(url: String, status: Int, message: String)
 
     public var description: String {
         switch self {
@@ -40,6 +42,8 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
             return "\(path): \(String(cString: strerror(errno)))"
         case .benchmark(let problem):
             return "benchmark: \(problem)"
+        case .traceRefused(let url, let status, let message):
+            return "\(url) refused the trace with HTTP \(status): \(message.prefix(200)) (check --token-file)"
         }
     }
 }

@@ -115,9 +115,14 @@ final class CurlTransfer {
         return requestSent
     }
 
-    /// Request sent to first byte (starttransfer minus pretransfer), the fetcher's RTT sample.
+    /// Request sent to first byte, the fetcher's RTT sample: from pretransfer on a reused connection,
+    /// from the start of connecting on a new one (its handshakes are part of what the request cost;
+    /// with the h2c workaround every request pays them, and the prefetch window must cover that).
     var firstByteSeconds: Double? {
-        let start = timing(CURLINFO_PRETRANSFER_TIME), first = timing(CURLINFO_STARTTRANSFER_TIME)
+        var connects = 0
+        ccurl_easy_getinfo_long(handle, CURLINFO_NUM_CONNECTS, &connects)
+        let start = connects > 0 ? timing(CURLINFO_NAMELOOKUP_TIME) : timing(CURLINFO_PRETRANSFER_TIME)
+        let first = timing(CURLINFO_STARTTRANSFER_TIME)
         guard first > 0, first >= start else { return nil }
         return first - start
     }

@@ -20,8 +20,11 @@ struct FetchScheduler {
 
     /// Streams in flight at most (HTTP/2 servers commonly allow 100 or 128; nginx allows 128).
     var maximumInFlight = 96
+    /// Slots of `maximumInFlight` that prefetch never takes, so a demand miss always starts at once
+    /// (with libcurl's h2c workaround each request is a connection, and the connection cap is the same).
+    var demandReserve = 8
     /// Smallest prefetch window in bytes, used before the link is measured and on very short paths.
-    var minimumPrefetchWindowBytes = 512 * 1024
+    var minimumPrefetchWindowBytes = 256 * 1024
     /// Window = this many bandwidth-delay products (headroom for rate fluctuation keeps the link full).
     var windowInBDPs = 1.5
 
@@ -122,7 +125,8 @@ struct FetchScheduler {
         }
         guard demandHead == demandQueue.count else { return started }
         let window = prefetchWindowBytes(for: link)
-        while let next = prefetchQueue.last, inFlight.count < maximumInFlight {
+        let prefetchSlots = max(1, maximumInFlight - demandReserve)
+        while let next = prefetchQueue.last, inFlight.count < prefetchSlots {
             let occupied = prefetchBytesInFlight + demandBytesInFlight
             // One prefetch may always run, so objects larger than the window still make progress.
             guard prefetchBytesInFlight == 0 || occupied + next.weightBytes <= window else { break }

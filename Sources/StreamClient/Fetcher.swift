@@ -12,7 +12,11 @@ public final class Fetcher: @unchecked Sendable {
         /// A transfer that receives nothing for this long is aborted (and retried by callers).
         public var stallTimeoutSeconds = 15.0
         public var maximumInFlight = 96
-        public var minimumPrefetchWindowBytes = 512 * 1024
+        /// Of `maximumInFlight`, slots kept free of prefetch for demand misses.
+        public var demandReserve = 8
+        /// Before the link is measured and on very short paths; small enough that on a slow link
+        /// (20 Mbit/s, 60 ms: BDP 150 kB) a demand miss does not wait behind several BDPs of prefetch.
+        public var minimumPrefetchWindowBytes = 256 * 1024
         public var windowInBDPs = 1.5
         /// Extra CA bundle for https origins (self-signed edge hosts).
         public var caFile: String?
@@ -30,6 +34,9 @@ public final class Fetcher: @unchecked Sendable {
         let request: FetchRequest
         let completion: @Sendable (Result<FetchedBody, FetchError>) -> Void
     }
+
+    /// Browsers' customary per-host limit for HTTP/1.1.
+    static let http1ConnectionsPerHost = 6
 
     public let configuration: Configuration
     private let logger: Logger
@@ -59,10 +66,14 @@ public final class Fetcher: @unchecked Sendable {
         self.logger = logger
         ccurl_multi_setopt_long(multi, CURLMOPT_PIPELINING, Int(CURLPIPE_MULTIPLEX))
         // Several connections per host only matter for HTTP/1.1 origins; HTTP/2 requests wait for
-        // and share one connection (PIPEWAIT).
-        ccurl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 6)
+        // and share one connection (PIPEWAIT). Where libcurl's h2c reuse bug forces a connection per
+        // h2c request (see CurlTransfer), the connection cap must match the request cap, or requests
+        // queue inside libcurl out of the scheduler's sight and a demand miss waits behind prefetch.
+        let hostConnections = CurlTransfer.priorKnowledgeReuseIsBroken ? configuration.maximumInFlight : Self.http1ConnectionsPerHost
+        ccurl_multi_setopt_long(multi, CURLMOPT_MAX_HOST_CONNECTIONS, hostConnections)
         ccurl_multi_setopt_long(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, configuration.maximumInFlight)
         scheduler.maximumInFlight = configuration.maximumInFlight
+        scheduler.demandReserve = configuration.demandReserve
         scheduler.minimumPrefetchWindowBytes = configuration.minimumPrefetchWindowBytes
         scheduler.windowInBDPs = configuration.windowInBDPs
         let thread = Thread { [self] in run() }

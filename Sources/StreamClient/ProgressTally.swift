@@ -2,7 +2,8 @@ import Catalog
 import Foundation
 
 /// Counts bytes done against a total that grows as work is discovered, and reports both to the
-/// caller's `ProgressHandler` (the CLI draws a bar from it). Thread-safe: chunk tasks report at once.
+/// caller's `ProgressHandler` (the CLI draws a bar from it). Thread-safe: chunk tasks report at once,
+/// and the handler is called under the lock so that reports arrive in order (the last one is final).
 final class ProgressTally: @unchecked Sendable {
     private let handler: ProgressHandler?
     private let lock = NSLock()
@@ -12,18 +13,16 @@ final class ProgressTally: @unchecked Sendable {
     init(_ handler: ProgressHandler?) { self.handler = handler }
 
     func add(total bytes: Int) {
-        let snapshot = lock.withLock { () -> (Int64, Int64) in
+        lock.withLock {
             total += Int64(bytes)
-            return (done, total)
+            handler?(done, total)
         }
-        handler?(snapshot.0, snapshot.1)
     }
 
     func advance(_ bytes: Int) {
-        let snapshot = lock.withLock { () -> (Int64, Int64) in
+        lock.withLock {
             done += Int64(bytes)
-            return (done, total)
+            handler?(done, total)
         }
-        handler?(snapshot.0, snapshot.1)
     }
 }

@@ -23,6 +23,9 @@ public final class CatalogServer: Sendable {
         public var trustedKey: TrustedKey?
         public var allowUnsignedUploads = false
         public var traceDirectory: String?
+        /// Signing key of the catalogue: with it, the server relearns an appliance's access-order
+        /// model after new traces and publishes it (nil: learning only by `streamvm learn`).
+        public var learningKey: SigningKey?
         /// A connection that neither reads nor completes a write for this long is closed.
         public var stallTimeout: Duration = .seconds(30)
         public var limits = VerifiedObjectStore.Limits()
@@ -59,7 +62,14 @@ public final class CatalogServer: Sendable {
         }
         self.metrics = metrics
         self.store = store
-        self.responder = CatalogResponder(store: store, uploads: uploads, traces: traces, token: token, metrics: metrics)
+        let learning = options.learningKey.map { key in
+            LearningTrigger(publisher: ModelPublisher(catalog: directory, key: key, traceRoot: traces.root, logger: logger),
+                            afterPublish: { store.invalidate(.catalog) }, logger: logger)
+        }
+        var onTraceStored: (@Sendable (String) -> Void)?
+        if let learning { onTraceStored = { learning.traceStored(appliance: $0) } }
+        self.responder = CatalogResponder(store: store, uploads: uploads, traces: traces, token: token, metrics: metrics,
+                                          onTraceStored: onTraceStored)
         self.scrubber = ObjectScrubber(store: store, pace: options.scrub, metrics: metrics, logger: logger)
     }
 

@@ -57,8 +57,15 @@ public struct PublishBenchmark {
                     chunks: summary.chunks, storedChunks: summary.newChunks, zeroChunks: summary.zeroChunks, manifestBytes: manifestBytes,
                     sampleRatioWithoutDictionary: summary.dictionary.ratioWithout, sampleRatioWithDictionary: summary.dictionary.ratioWith,
                     perArtifact: Dictionary(uniqueKeysWithValues: summary.artifacts.map { ($0.role.rawValue, $0.ratio) })))
-                // Training without using the dictionary repeats the plain run; skip the duplicate row.
-                if dictionary && !summary.dictionary.used { rows.removeLast() }
+                // Training without using the dictionary repeats the plain run: drop the duplicate row but
+                // keep both sample ratios on the plain row, so the report says why no dictionary was used.
+                if dictionary && !summary.dictionary.used {
+                    rows.removeLast()
+                    if let plain = rows.indices.last, rows[plain].chunkKiB == chunkKiB {
+                        rows[plain].sampleRatioWithoutDictionary = summary.dictionary.ratioWithout
+                        rows[plain].sampleRatioWithDictionary = summary.dictionary.ratioWith
+                    }
+                }
             }
         }
         return rows

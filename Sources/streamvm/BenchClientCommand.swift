@@ -36,7 +36,14 @@ struct BenchClientCommand: AsyncParsableCommand {
         defer { nginx.stop() }
         let work = NSTemporaryDirectory() + "streamvm-bench-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let benchmark = ClientBenchmark(originPort: nginx.port, trust: try ClientOptions.trustPolicy(trust: trust, insecure: insecure), appliance: appliance,
+        // The same catalogue over h2 with TLS, where libcurl 7.88 can reuse one connection.
+        let tls = try SelfSignedCertificate.make(in: "\(work)/tls")
+        guard let tlsNginx = try NginxProcess(root: catalog, tls: tls) else { throw ValidationError("nginx is not installed") }
+        defer { tlsNginx.stop() }
+        let origins = [ClientBenchmark.Transport(name: "h2c", port: nginx.port, tls: false),
+                       ClientBenchmark.Transport(name: "h2-tls", port: tlsNginx.port, tls: true)]
+        let benchmark = ClientBenchmark(origins: origins, caFile: tls.certificate,
+                                        trust: try ClientOptions.trustPolicy(trust: trust, insecure: insecure), appliance: appliance,
                                         workDirectory: work, quick: quick, logger: commandLogger("streamvm.bench"))
         let report = try await benchmark.run(profiles: profiles)
         try printJSON(report)

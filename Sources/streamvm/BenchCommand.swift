@@ -5,5 +5,6 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (JSON plus a Markdown table).",
-        subcommands: [BenchPublishCommand.self, BenchServeCommand.self, BenchClientCommand.self, BenchVMMCommand.self])
+        subcommands: [BenchPublishCommand.self, BenchServeCommand.self, BenchClientCommand.self, BenchVMMCommand.self,
+                      BenchUffdCommand.self, BenchStreamCommand.self])
 }

@@ -12,7 +12,7 @@ struct BenchPublishCommand: ParsableCommand {
     @Argument(help: "Appliance directory to publish.")
     var appliance: String
 
-    @Option(help: "Chunk sizes in KiB, comma separated.")
+    @Option(name: .customLong("chunk-kib"), help: "Chunk sizes in KiB, comma separated.")
     var chunkKiB = "16,64,256"
 
     @Option(help: "zstd level.")
@@ -28,15 +28,21 @@ struct BenchPublishCommand: ParsableCommand {
     var json: String?
 
     func run() throws {
-        let sizes = chunkKiB.split(separator: ",").compactMap { Int($0) }
+        let sizes = try chunkKiB.split(separator: ",").map { field -> Int in
+            guard let size = Int(field), size > 0 else { throw ValidationError("--chunk-kib: '\(field)' is not a positive number of KiB") }
+            return size
+        }
         let rows = try PublishBenchmark(appliance: try ApplianceDirectory(path: appliance), scratch: scratch,
                                         logger: Logger(label: "streamvm.bench")).run(chunkKiBs: sizes, level: level, workers: workers)
-        print("| chunk | dict | ratio | MB/s | MB/s/core | chunks | stored | zero | manifest KiB |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| chunk | dict | ratio | MB/s | MB/s/core | chunks | stored | zero | manifest KiB | sample ratio without / with dict | ratio per artifact |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         for row in rows {
+            let sample = String(format: "%.2f / ", row.sampleRatioWithoutDictionary)
+                + (row.sampleRatioWithDictionary.map { String(format: "%.2f", $0) } ?? "not trained")
+            let artifacts = row.perArtifact.sorted { $0.key < $1.key }.map { "\($0.key) " + String(format: "%.2f", $0.value) }.joined(separator: ", ")
             print("| \(row.chunkKiB) KiB | \(row.dictionary ? "yes" : "no") | " + String(format: "%.2f | %.1f | %.1f | %d | %d | %d | %.1f |",
                   row.ratio, row.megabytesPerSecond, row.megabytesPerSecondPerCore, row.chunks, row.storedChunks, row.zeroChunks,
-                  Double(row.manifestBytes) / 1024))
+                  Double(row.manifestBytes) / 1024) + " \(sample) | \(artifacts) |")
         }
         if let json {
             let encoder = JSONEncoder()

@@ -50,6 +50,9 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Log VMM diagnostics to stderr.")
     var verbose = false
 
+    @Flag(help: "Boot even when the appliance has a snapshot (memory.img + vmstate.json).")
+    var cold = false
+
     func run() throws {
         let directory = URL(fileURLWithPath: appliance)
         let configPath = directory.appendingPathComponent("appliance.json").path
@@ -88,13 +91,15 @@ struct RunCommand: ParsableCommand {
 
         var logger = Logger(label: "streamvm.run")
         logger.logLevel = verbose ? .debug : .warning
+        // Resume from the appliance's snapshot when it has one (memory is then loaded lazily).
+        let restore = cold || artifact(.state) == nil ? nil : try RestorePlan.load(directory: appliance)
         let terminal = TerminalMode.enterCharacterMode()
         defer { terminal?.restore() }
         let machine = try Machine(
             configuration: MachineConfiguration(
                 memorySize: memoryMiB << 20, vcpuCount: vcpuCount, image: image,
                 commandLine: config.kernelCommandLine ?? "", disks: disks, readyMarker: config.readyMarker,
-                consoleOutput: { byte in ConsoleOutput.write(byte) }),
+                consoleOutput: { byte in ConsoleOutput.write(byte) }, restore: restore),
             logger: logger)
 
         // Ctrl-C / SIGTERM stop the guest; the run then returns normally so the terminal is restored.

@@ -35,6 +35,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("trace-dir"), help: "Where uploaded traces go (default: traces/ beside the catalogue).")
     var traceDirectory: String?
 
+    @Option(name: .customLong("learn-key"), help: "The catalogue's signing key: relearn and publish access-order models after new traces.")
+    var learnKey: String?
+
     @Option(name: .customLong("stall-timeout"), help: "Seconds after which a connection that makes no progress is closed.")
     var stallTimeout = 30
 
@@ -60,6 +63,7 @@ struct ServeCommand: AsyncParsableCommand {
         options.trustedKey = try trust.map { try TrustedKey(file: $0) }
         options.allowUnsignedUploads = allowUnsigned
         options.traceDirectory = traceDirectory
+        options.learningKey = try learnKey.map { try SigningKey(file: $0) }
         options.stallTimeout = .seconds(max(1, stallTimeout))
         options.limits.cacheBytes = max(0, cacheMiB) << 20
         options.scrubEnabled = scrubMiBPerSecond > 0

@@ -7,7 +7,8 @@ struct StreamVM: AsyncParsableCommand {
         commandName: "streamvm",
         abstract: "Publish VM appliances and stream-boot them over HTTP/2.",
         subcommands: [KeygenCommand.self, PublishCommand.self, ServeCommand.self, PushCommand.self, RunCommand.self,
-                      MirrorCommand.self, FetchCommand.self, CacheCommand.self, BenchCommand.self]
+                      SnapshotCommand.self, MirrorCommand.self, FetchCommand.self, CacheCommand.self, BenchCommand.self,
+                      BootCommand.self, LearnCommand.self]
     )
 
     static func main() async {

@@ -16,13 +16,18 @@ struct ClientHarness {
         return logger
     }()
 
+    /// Stall timeout against real servers (nginx, `streamvm serve`), where no test injects a stall: a
+    /// debug build on a loaded 2-core host can take seconds to answer, which is not a fault.
+    static let realPeerStall = 20.0
+
     /// Retries are quick in tests; the stall timeout is short so stall tests finish promptly.
     static let quickRetry = RetryPolicy(attemptsPerOrigin: 3, backoffSeconds: [0.01, 0.02])
 
     init(origins: [String], trust: SignedCatalog.Trust, cacheRoot: String? = nil, cacheCapacity: Int = 1 << 30,
-         retry: RetryPolicy = ClientHarness.quickRetry, stallTimeout: Double = 0.5) throws {
+         retry: RetryPolicy = ClientHarness.quickRetry, stallTimeout: Double = 0.5, caFile: String? = nil) throws {
         var configuration = Fetcher.Configuration()
         configuration.stallTimeoutSeconds = stallTimeout
+        configuration.caFile = caFile
         fetcher = try Fetcher(configuration: configuration, logger: Self.logger)
         client = try CatalogClient(origins: origins.map { try Origin($0) }, trust: trust, fetcher: fetcher,
                                    retry: retry, logger: Self.logger)

@@ -17,6 +17,21 @@ import Testing
         #expect(started == [id(3), id(1)])
     }
 
+    @Test func prefetchLeavesSlotsForDemand() {
+        var scheduler = FetchScheduler()
+        scheduler.maximumInFlight = 10
+        scheduler.demandReserve = 2
+        scheduler.minimumPrefetchWindowBytes = 1 << 30
+        for n in 1...20 { scheduler.enqueue(id(UInt64(n)), priority: .prefetch(rank: Double(n)), weightBytes: 10) }
+        #expect(scheduler.admit(link: unmeasured).count == 8)
+        scheduler.enqueue(id(100), priority: .demand, weightBytes: 10)
+        scheduler.enqueue(id(101), priority: .demand, weightBytes: 10)
+        #expect(scheduler.admit(link: unmeasured) == [id(100), id(101)])
+        scheduler.finished(id(100))
+        // A freed slot inside the reserve does not go back to prefetch while the reserve is in use.
+        #expect(scheduler.admit(link: unmeasured).isEmpty)
+    }
+
     @Test func prefetchWaitsWhileDemandIsQueued() {
         var scheduler = FetchScheduler()
         scheduler.maximumInFlight = 1

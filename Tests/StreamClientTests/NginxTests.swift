@@ -4,7 +4,7 @@ import Testing
 @testable import StreamClient
 
 /// The client against a real HTTP/2 server: Debian's nginx serving a catalogue directory.
-@Suite(.disabled("hangs under swift test since the last merge; cause not found yet (nginx itself answers h2c)")) struct NginxTests {
+@Suite struct NginxTests {
     /// Starts nginx, or records a visible message and returns nil when it is not installed.
     private func startNginx(root: String, http2: Bool = true) async throws -> NginxProcess? {
         guard let peer = try await offPool({ try NginxProcess(root: root, http2: http2) }) else {
@@ -19,7 +19,7 @@ import Testing
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkSize: 16384, chunkCount: 80)
         guard let nginx = try await startNginx(root: fixture.root) else { return }
         defer { nginx.stop() }
-        let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, cacheRoot: directory.sub("cache"))
+        let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, cacheRoot: directory.sub("cache"), stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }
         let body = try await harness.fetcher.fetch(FetchRequest(url: "\(nginx.url)/catalog.json", priority: .demand,
                                                                 mode: .h2cPriorKnowledge, maximumBytes: 1 << 20))
@@ -49,7 +49,7 @@ import Testing
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 20)
         guard let nginx = try await startNginx(root: fixture.root, http2: false) else { return }
         defer { nginx.stop() }
-        let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust)
+        let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }
         let image = try await harness.openDisk(fixture)
         #expect(try await image.read(offset: 0, length: image.size) == fixture.image)
@@ -61,7 +61,7 @@ import Testing
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 50)
         guard let nginx = try await startNginx(root: fixture.root) else { return }
         defer { nginx.stop() }
-        let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust)
+        let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }
         let destination = try CatalogDirectory(root: directory.sub("mirror"), create: true)
         let mirror = CatalogMirror(client: harness.client, destination: destination, logger: ClientHarness.logger)
@@ -81,7 +81,7 @@ import Testing
         // The mirror serves clients: fetch the appliance from it.
         guard let edge = try await startNginx(root: destination.root) else { return }
         defer { edge.stop() }
-        let client = try ClientHarness(origins: [edge.url], trust: fixture.trust)
+        let client = try ClientHarness(origins: [edge.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
         defer { client.shutdown() }
         let report = try await ApplianceDownloader(loader: client.loader, logger: ClientHarness.logger)
             .download("\(fixture.name)@2", into: directory.sub("out"), progress: nil)
@@ -96,7 +96,7 @@ import Testing
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 8, generation: 3)
         guard let nginx = try await startNginx(root: fixture.root) else { return }
         defer { nginx.stop() }
-        let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust)
+        let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }
         // The mirror already holds a newer catalogue (generation 4) from the same publisher.
         let destination = try CatalogDirectory(root: directory.sub("mirror"), create: true)

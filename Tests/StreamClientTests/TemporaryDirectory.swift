@@ -18,10 +18,12 @@ final class TemporaryDirectory: @unchecked Sendable {
     func sub(_ name: String) -> String { "\(path)/\(name)" }
 }
 
-/// Runs blocking work (a publish, process waits, polling loops) on a Dispatch thread, so it cannot
-/// starve the small cooperative pool that the async tests running in parallel depend on.
+/// Runs blocking work (a publish, process waits, polling loops) on a thread of its own, so it cannot
+/// starve the small cooperative pool that the async tests running in parallel depend on. Not
+/// `DispatchQueue.global()`: its non-overcommit width is the core count (2 here), so a few blocking
+/// waits of parallel tests delayed every other test's work by seconds.
 func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withCheckedThrowingContinuation { continuation in
-        DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
+        Thread { continuation.resume(with: Result { try body() }) }.start()
     }
 }

@@ -6,11 +6,56 @@ import Testing
 @testable import StreamServer
 
 /// Stalled, slow and vanishing clients must not leave descriptors behind. The server runs in this
-/// process, so /proc/self/fd counts both ends; once clients are gone and stalls have timed out, the
-/// count must come back to where it started.
+/// process; the tests count the descriptors that belong to it (its sockets and its catalogue files),
+/// which must come back to where they started once clients are gone and stalls have timed out.
 @Suite(.serialized) struct ConnectionLeakTests {
-    static func openDescriptors() -> Int {
-        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+    /// Descriptors of this process that belong to the server under test: sockets whose local port is
+    /// the server's (found through /proc/net/tcp and tcp6) and files under its catalogue. Counting only
+    /// these keeps the check exact while suites running in parallel open and close descriptors.
+    static func openDescriptors(_ server: RunningServer, _ catalogue: TestCatalogue) -> Int {
+        let sockets = socketInodes(localPort: server.port)
+        let root = catalogue.directory.root
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        return entries.filter { entry in
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + entry) else { return false }
+            if target.hasPrefix("socket:["), let inode = UInt64(target.dropFirst(8).dropLast()) { return sockets.contains(inode) }
+            return target.hasPrefix(root)
+        }.count
+    }
+
+    /// The whole of a /proc file. (Foundation's `String(contentsOfFile:)` stops after the first 4 KiB
+    /// of a procfs file, whose reported size is 0; /proc/net/tcp is far longer on a busy host.)
+    static func readProcFile(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var block = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let count = block.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes.append(contentsOf: block[0..<count])
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Inodes of the TCP sockets whose local port is `port` (the server's end of each connection, and
+    /// its listener).
+    static func socketInodes(localPort port: Int) -> Set<UInt64> {
+        var inodes = Set<UInt64>()
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            guard let text = readProcFile(table) else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                // Fields: sl, local "ADDR:PORT" (hex), remote, state, queues, timer, retransmits, uid, timeout, inode.
+                guard fields.count > 9, let colon = fields[1].lastIndex(of: ":"),
+                      Int(fields[1][fields[1].index(after: colon)...], radix: 16) == port,
+                      let inode = UInt64(fields[9]), inode != 0 else { continue }
+                inodes.insert(inode)
+            }
+        }
+        return inodes
     }
 
     /// A raw TCP client socket to the server (blocking, for simple scripted misbehaviour).
@@ -32,11 +77,11 @@ import Testing
     }
 
     /// Waits (bounded) for the descriptor count to drop to `baseline`; returns the last count seen.
-    static func settle(to baseline: Int, within seconds: Int) async throws -> Int {
-        var count = openDescriptors()
+    static func settle(_ server: RunningServer, _ catalogue: TestCatalogue, to baseline: Int, within seconds: Int) async throws -> Int {
+        var count = openDescriptors(server, catalogue)
         for _ in 0..<(seconds * 10) where count > baseline {
             try await Task.sleep(for: .milliseconds(100))
-            count = openDescriptors()
+            count = openDescriptors(server, catalogue)
         }
         return count
     }
@@ -78,7 +123,7 @@ import Testing
         try await Self.warmUp(server, "/" + catalogue.chunks[0].object.path)
         try await Self.warmUp(server, "/healthz")
         try await Task.sleep(for: .milliseconds(300))
-        let baseline = Self.openDescriptors()
+        let baseline = Self.openDescriptors(server, catalogue)
         let chunkPath = "/" + catalogue.chunks[1].object.path
 
         var stalled = [Int32]()
@@ -101,14 +146,14 @@ import Testing
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
             close(fd)
         }
-        #expect(Self.openDescriptors() > baseline)
+        #expect(Self.openDescriptors(server, catalogue) > baseline)
         // The server must close the stalled connections by itself (stall timeout 1 s): the client
         // sockets then read EOF. Closing our ends afterwards must bring the count back to baseline.
         try await Task.sleep(for: .seconds(3))
         let stalledSockets = stalled
         let closedByServer = try await offPool { Self.drainAndClose(stalledSockets) }
         #expect(closedByServer == stalled.count)
-        let settled = try await Self.settle(to: baseline, within: 10)
+        let settled = try await Self.settle(server, catalogue, to: baseline, within: 10)
         #expect(settled <= baseline, "descriptors: baseline \(baseline), now \(settled)")
         // The server still works.
         #expect(try await request(server, .GET, chunkPath).status == 200)
@@ -123,7 +168,7 @@ import Testing
         let object = CatalogObject.model(Digest.of(model))
         try catalogue.directory.write(object, data: model)
         let server = try await RunningServer.start(catalogue: catalogue) { $0.stallTimeout = .seconds(1) }
-        let baseline = Self.openDescriptors()
+        let baseline = Self.openDescriptors(server, catalogue)
         let fd = Self.connectSocket(port: server.port)
         var small: Int32 = 4096
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, socklen_t(MemoryLayout<Int32>.size))
@@ -145,7 +190,7 @@ import Testing
         }
         #expect(received > 0)
         #expect(received < model.count)
-        let settled = try await Self.settle(to: baseline, within: 10)
+        let settled = try await Self.settle(server, catalogue, to: baseline, within: 10)
         #expect(settled <= baseline, "descriptors: baseline \(baseline), now \(settled)")
         await server.stop()
     }

@@ -21,7 +21,10 @@ final class RunningServer: @unchecked Sendable {
         logger.logLevel = .critical
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
-        let task = Task { try await server.run { port in continuation.yield(port) } }
+        // Off the cooperative pool (see DedicatedThreadsExecutor); child tasks inherit the preference.
+        let task = Task(executorPreference: DedicatedThreadsExecutor.shared) {
+            try await server.run { port in continuation.yield(port) }
+        }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw CancellationError() }
         return RunningServer(server: server, port: port, task: task)

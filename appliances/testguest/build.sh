@@ -3,6 +3,7 @@
 #   $OUT/testguest.bin        raw image, loaded at 1 MiB (kernelFormat "flat")
 #   $OUT/appliance-hello/     appliance directory: `streamvm run $OUT/appliance-hello`
 #   $OUT/appliance-blk/       the same with a patterned disk.img for the virtio-blk test
+#   $OUT/appliance-snapshot/  mode=snapshot: `streamvm snapshot --at-ready` then `streamvm run` resumes it
 # Usage: appliances/testguest/build.sh [OUT]   (default: .build-appliances/testguest)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -18,7 +19,7 @@ mv "$out/testguest.bin.tmp" "$out/testguest.bin"
 
 # Appliance directories for `streamvm run` (appliance.json + kernel [+ disk.img]).
 gcc -O2 -Wall -o "$out/mkdisk" "$here/mkdisk.c"
-for mode in hello blk; do
+for mode in hello blk snapshot; do
     dir="$out/appliance-$mode"
     mkdir -p "$dir"
     cp "$out/testguest.bin" "$dir/kernel"

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 #include <linux/memfd.h>
+#include <linux/userfaultfd.h>
 
 // System (/dev/kvm) requests.
 static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
@@ -17,6 +18,7 @@ static const unsigned long CKVM_CREATE_VM = KVM_CREATE_VM;
 static const unsigned long CKVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
 static const unsigned long CKVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
 static const unsigned long CKVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long CKVM_GET_MSR_INDEX_LIST = KVM_GET_MSR_INDEX_LIST;
 
 // VM requests.
 static const unsigned long CKVM_CREATE_VCPU = KVM_CREATE_VCPU;
@@ -28,6 +30,16 @@ static const unsigned long CKVM_CREATE_PIT2 = KVM_CREATE_PIT2;
 static const unsigned long CKVM_IRQ_LINE = KVM_IRQ_LINE;
 static const unsigned long CKVM_IRQFD = KVM_IRQFD;
 static const unsigned long CKVM_IOEVENTFD = KVM_IOEVENTFD;
+// VM state for snapshots: in-kernel PIC/IOAPIC, PIT, kvmclock.
+static const unsigned long CKVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+static const unsigned long CKVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
+static const unsigned long CKVM_SET_PIT2 = KVM_SET_PIT2;
+static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
+static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
+static const unsigned int CKVM_IRQCHIP_PIC_MASTER = KVM_IRQCHIP_PIC_MASTER;
+static const unsigned int CKVM_IRQCHIP_PIC_SLAVE = KVM_IRQCHIP_PIC_SLAVE;
+static const unsigned int CKVM_IRQCHIP_IOAPIC = KVM_IRQCHIP_IOAPIC;
 
 // vCPU requests.
 static const unsigned long CKVM_RUN = KVM_RUN;
@@ -42,6 +54,17 @@ static const unsigned long CKVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long CKVM_SET_LAPIC = KVM_SET_LAPIC;
 static const unsigned long CKVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
 static const unsigned long CKVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+// vCPU state for snapshots.
+static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
+static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
+static const unsigned long CKVM_GET_XSAVE = KVM_GET_XSAVE;
+static const unsigned long CKVM_SET_XSAVE = KVM_SET_XSAVE;
+static const unsigned long CKVM_GET_XCRS = KVM_GET_XCRS;
+static const unsigned long CKVM_SET_XCRS = KVM_SET_XCRS;
+static const unsigned long CKVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long CKVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
+static const unsigned long CKVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
 
 // Capabilities the VMM checks.
 static const int CKVM_CAP_IRQCHIP = KVM_CAP_IRQCHIP;
@@ -51,6 +74,9 @@ static const int CKVM_CAP_IOEVENTFD = KVM_CAP_IOEVENTFD;
 static const int CKVM_CAP_IRQFD = KVM_CAP_IRQFD;
 static const int CKVM_CAP_NR_VCPUS = KVM_CAP_NR_VCPUS;
 static const int CKVM_CAP_MAX_VCPUS = KVM_CAP_MAX_VCPUS;
+static const int CKVM_CAP_XSAVE = KVM_CAP_XSAVE;
+static const int CKVM_CAP_XCRS = KVM_CAP_XCRS;
+static const int CKVM_CAP_DEBUGREGS = KVM_CAP_DEBUGREGS;
 
 static const unsigned int CKVM_PIT_SPEAKER_DUMMY = KVM_PIT_SPEAKER_DUMMY;
 
@@ -114,5 +140,21 @@ static inline void ckvm_events_inject_exception(struct kvm_vcpu_events *events, 
     events->exception.has_error_code = 0;
     events->exception.error_code = 0;
 }
+
+// userfaultfd(2): request numbers and flags (linux/userfaultfd.h macros Swift cannot import).
+static const unsigned long CUFFDIO_API = UFFDIO_API;
+static const unsigned long CUFFDIO_REGISTER = UFFDIO_REGISTER;
+static const unsigned long CUFFDIO_UNREGISTER = UFFDIO_UNREGISTER;
+static const unsigned long CUFFDIO_COPY = UFFDIO_COPY;
+static const unsigned long CUFFDIO_ZEROPAGE = UFFDIO_ZEROPAGE;
+static const unsigned long CUFFDIO_WAKE = UFFDIO_WAKE;
+static const uint64_t CUFFD_API = UFFD_API;
+static const uint64_t CUFFDIO_REGISTER_MODE_MISSING = UFFDIO_REGISTER_MODE_MISSING;
+static const uint64_t CUFFD_FEATURE_MISSING_SHMEM = UFFD_FEATURE_MISSING_SHMEM;
+static const uint64_t CUFFD_FEATURE_THREAD_ID = UFFD_FEATURE_THREAD_ID;
+static const uint8_t CUFFD_EVENT_PAGEFAULT = UFFD_EVENT_PAGEFAULT;
+static const unsigned long CUSERFAULTFD_IOC_NEW = USERFAULTFD_IOC_NEW;
+static inline int ckvm_userfaultfd(int flags) { return (int)syscall(SYS_userfaultfd, flags); }
+static inline uint64_t ckvm_uffd_msg_fault_address(const struct uffd_msg *message) { return message->arg.pagefault.address; }
 
 #endif

@@ -11,6 +11,8 @@ public enum HypervisorError: Error, CustomStringConvertible, Sendable, Equatable
     case busRangeOverlap(start: UInt64, length: UInt64)
     case invalidKernel(String)
     case ioFailed(String)
+    /// A snapshot (vmstate.json / memory.img) that is damaged, truncated, or from another format version.
+    case invalidSnapshot(String)
 
     public var description: String {
         switch self {
@@ -30,6 +32,8 @@ public enum HypervisorError: Error, CustomStringConvertible, Sendable, Equatable
             return "cannot load kernel: \(problem)"
         case let .ioFailed(problem):
             return "I/O failed: \(problem)"
+        case let .invalidSnapshot(problem):
+            return "unusable snapshot: \(problem)"
         }
     }
 }

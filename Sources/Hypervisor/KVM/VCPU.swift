@@ -156,7 +156,7 @@ public final class VCPU: @unchecked Sendable {
 
     /// Makes a concurrent or upcoming KVM_RUN return promptly (api.rst, "immediate_exit"); the caller
     /// also signals the vCPU thread so a guest already running is interrupted.
-    func requestImmediateExit() {
-        ckvm_run_set_immediate_exit(run, 1)
+    func requestImmediateExit(_ value: Bool = true) {
+        ckvm_run_set_immediate_exit(run, value ? 1 : 0)
     }
 }

@@ -18,13 +18,21 @@ public struct MachineConfiguration: Sendable {
     public var announceVirtioOnCommandLine: Bool
     /// Receives every byte the guest writes to its serial console.
     public var consoleOutput: @Sendable (UInt8) -> Void
+    /// Resume this saved machine instead of booting (`image` and `commandLine` are then not used).
+    public var restore: RestorePlan?
+    /// Stop the run (as `.stopRequested`) on the vCPU that printed the ready marker, before the guest
+    /// runs on: how `streamvm snapshot --at-ready` pauses at exactly that point.
+    public var pauseAtReady: Bool
     /// Serve virtio queue notifications on I/O threads through ioeventfds and raise virtio
     /// interrupts through irqfds, when the host's KVM offers both (see `QueueDoorbell`).
     public var useEventFDs = true
 
     public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage, commandLine: String = "",
                 disks: [any BlockBackend] = [], readyMarker: String = "STREAMVM-READY",
-                announceVirtioOnCommandLine: Bool = true, consoleOutput: @escaping @Sendable (UInt8) -> Void = { _ in }) {
+                announceVirtioOnCommandLine: Bool = true, consoleOutput: @escaping @Sendable (UInt8) -> Void = { _ in },
+                restore: RestorePlan? = nil, pauseAtReady: Bool = false) {
+        self.restore = restore
+        self.pauseAtReady = pauseAtReady
         self.memorySize = memorySize
         self.vcpuCount = vcpuCount
         self.image = image
@@ -65,6 +73,8 @@ public final class Machine: @unchecked Sendable {
     let vcpus: [VCPU]
     let dispatcher: ExitDispatcher
     let logger: Logger
+    /// Serves guest RAM from the snapshot when the machine was restored lazily.
+    public let pageFaultHandler: PageFaultHandler?
 
     private let stopReason = Locked<StopReason?>(nil)
     private let stopped = DispatchSemaphore(value: 0)
@@ -72,6 +82,9 @@ public final class Machine: @unchecked Sendable {
     private let threadIDs: Locked<[pthread_t?]>
     private let timingState: Locked<BootTiming>
     private let started = Locked(false)
+    private let finishedRunning = Locked(false)
+    /// Whether `run` returned with every vCPU thread joined (the machine is paused for good).
+    var hasFinishedRunning: Bool { finishedRunning.withLock { $0 } }
 
     public var timing: BootTiming { timingState.withLock { $0 } }
 
@@ -95,6 +108,18 @@ public final class Machine: @unchecked Sendable {
 
         // Devices. Their callbacks reach the machine through a box filled in once `self` exists.
         let owner = MachineReference()
+        if let restore = configuration.restore {
+            guard restore.state.memorySize == configuration.memorySize, restore.state.vcpuCount == configuration.vcpuCount else {
+                throw HypervisorError.invalidSnapshot("snapshot has \(restore.state.memorySize >> 20) MiB and \(restore.state.vcpuCount) vCPUs, the machine \(configuration.memorySize >> 20) MiB and \(configuration.vcpuCount)")
+            }
+            let handler = try PageFaultHandler(memory: memory, source: restore.pages, waitMode: restore.waitMode, fetchThreads: restore.fetchThreads,
+                                               onError: { owner.machine?.stop(.failure("guest memory unavailable, VM stopped: \($0)")) })
+            handler.start()
+            if restore.loading == .eager { try handler.populateAll() }
+            pageFaultHandler = handler
+        } else {
+            pageFaultHandler = nil
+        }
         let console = ConsoleMonitor(readyMarker: configuration.readyMarker, forward: configuration.consoleOutput,
                                      onReady: { owner.machine?.markReady() })
         self.console = console
@@ -143,13 +168,19 @@ public final class Machine: @unchecked Sendable {
         self.doorbells = doorbells
         dispatcher = ExitDispatcher(ioBus: ioBus, mmioBus: mmioBus)
 
-        let entry = try BootLoader.load(configuration.image, commandLine: commandLine, vcpuCount: configuration.vcpuCount,
-                                        virtioDevices: acpiDevices, into: memory)
+        let entry = configuration.restore != nil ? nil : try BootLoader.load(configuration.image, commandLine: commandLine, vcpuCount: configuration.vcpuCount,
+                                                                             virtioDevices: acpiDevices, into: memory)
+        try configuration.restore?.state.platform.apply(to: virtualMachine)
         let supported = try system.supportedCPUID()
         let policy = CPUIDPolicy(vcpuCount: configuration.vcpuCount)
         var vcpus: [VCPU] = []
         for index in 0..<configuration.vcpuCount {
             let vcpu = try virtualMachine.createVCPU(index: index)
+            if let restore = configuration.restore {
+                try restore.state.vcpus[index].apply(to: vcpu)
+                vcpus.append(vcpu)
+                continue
+            }
             let refused = try VCPUSetup.configure(vcpu, cpuid: policy.entries(from: supported, apicID: index), entry: index == 0 ? entry : nil)
             if !refused.isEmpty, index == 0 {
                 logger.debug("host KVM refused boot MSRs", metadata: ["msrs": "\(refused.map { "0x" + String($0, radix: 16) })"])
@@ -158,6 +189,7 @@ public final class Machine: @unchecked Sendable {
         }
         self.vcpus = vcpus
         owner.machine = self
+        if let restore = configuration.restore { try restoreDevices(restore.state.devices) }
         Self.installKickHandler()
     }
 
@@ -223,6 +255,7 @@ public final class Machine: @unchecked Sendable {
                 kickAll()
             }
         }
+        finishedRunning.withLock { $0 = true }
         return stopReason.withLock { $0 } ?? .failure("stopped without a reason")
     }
 
@@ -261,6 +294,7 @@ public final class Machine: @unchecked Sendable {
 
     private func markReady() {
         timingState.withLock { if $0.ready == nil { $0.ready = .now } }
+        if configuration.pauseAtReady { stop(.stopRequested) }
     }
 
     private func runLoop(_ vcpu: VCPU) {

@@ -24,6 +24,8 @@ public final class GuestMemory: @unchecked Sendable {
     /// windows, the IOAPIC (0xfec00000) and the local APIC (0xfee00000) below 4 GiB, as on PCs.
     public static let mmioHoleStart: UInt64 = 0xc000_0000
     public static let mmioHoleEnd: UInt64 = 0x1_0000_0000
+    /// The host page size: the unit of lazy loading and of snapshot memory images.
+    public static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     public let regions: [Region]
     public let size: Int

@@ -1,3 +1,4 @@
+import CCurl
 import Catalog
 import Foundation
 import Logging
@@ -17,6 +18,19 @@ public struct ClientBenchmark: Sendable {
         }
         var rateBitsPerSecond: Double { rateMbit * 1e6 }
         var rttSeconds: Double { rttMs / 1000 }
+    }
+
+    /// One way to reach the origin: nginx over h2c (prior knowledge) or over h2 with TLS.
+    public struct Transport: Sendable, Codable {
+        public var name: String
+        public var port: UInt16
+        public var tls: Bool
+        public init(name: String, port: UInt16, tls: Bool) {
+            self.name = name
+            self.port = port
+            self.tls = tls
+        }
+        func url(port: UInt16) -> String { "\(tls ? "https" : "http")://127.0.0.1:\(port)" }
     }
 
     /// The issue's two link profiles.
@@ -40,6 +54,7 @@ public struct ClientBenchmark: Sendable {
 
     public struct ProfileResult: Sendable, Codable {
         public var profile: Profile
+        public var transport: String
         public var link: LinkAccuracyProbe.Result
         public var objects: Int
         public var compressedBytes: Int
@@ -47,6 +62,10 @@ public struct ClientBenchmark: Sendable {
         public var streamvmGoodputMbit: Double
         public var curlSeconds: Double?
         public var curlGoodputMbit: Double?
+        /// Why the curl baseline has no figure (curl 7.88's h2c reuse bug makes `--parallel` fail).
+        public var curlError: String?
+        /// streamvm goodput ÷ curl goodput.
+        public var curlRatio: Double?
         /// streamvm goodput ÷ measured link rate.
         public var linkFraction: Double
         public var measuredBandwidthMbit: Double?
@@ -55,6 +74,9 @@ public struct ClientBenchmark: Sendable {
     }
 
     public struct Report: Sendable, Codable {
+        public var libcurl: String
+        /// Whether h2c requests each used a fresh connection (libcurl < 8.0 workaround).
+        public var h2cConnectionPerRequest: Bool
         public var appliance: String
         public var artifactBytes: Int
         public var chunkSize: Int
@@ -63,15 +85,19 @@ public struct ClientBenchmark: Sendable {
         public var profiles: [ProfileResult]
     }
 
-    public let originPort: UInt16
+    public let origins: [Transport]
+    /// CA bundle for the TLS transport's self-signed certificate.
+    public let caFile: String?
     public let trust: SignedCatalog.Trust
     public let appliance: String
     public let workDirectory: String
     public let quick: Bool
     private let logger: Logger
 
-    public init(originPort: UInt16, trust: SignedCatalog.Trust, appliance: String, workDirectory: String, quick: Bool, logger: Logger) {
-        self.originPort = originPort
+    public init(origins: [Transport], caFile: String?, trust: SignedCatalog.Trust, appliance: String, workDirectory: String,
+                quick: Bool, logger: Logger) {
+        self.origins = origins
+        self.caFile = caFile
         self.trust = trust
         self.appliance = appliance
         self.workDirectory = workDirectory
@@ -86,9 +112,11 @@ public struct ClientBenchmark: Sendable {
         func shutdown() { client.fetcher.shutdown() }
     }
 
-    private func session(port: UInt16, cacheDirectory: String?) async throws -> Session {
-        let fetcher = try Fetcher(logger: logger)
-        let client = try CatalogClient(origins: [try Origin("http://127.0.0.1:\(port)")], trust: trust, fetcher: fetcher, logger: logger)
+    private func session(_ transport: Transport, port: UInt16, cacheDirectory: String?) async throws -> Session {
+        var configuration = Fetcher.Configuration()
+        configuration.caFile = caFile
+        let fetcher = try Fetcher(configuration: configuration, logger: logger)
+        let client = try CatalogClient(origins: [try Origin(transport.url(port: port))], trust: trust, fetcher: fetcher, logger: logger)
         let cache = try cacheDirectory.map { try ChunkCache(root: $0, capacityBytes: 1 << 40, logger: logger) }
         let (catalog, _) = try await client.loadCatalog()
         let (manifest, _) = try await client.loadManifest(try catalog.index.resolve(appliance).entry.manifest)
@@ -99,11 +127,16 @@ public struct ClientBenchmark: Sendable {
         try AtomicFile.makeDirectories(workDirectory)
         let cached = try await measureCachedReads()
         var results: [ProfileResult] = []
-        for profile in profiles { results.append(try await measure(profile)) }
-        let probe = try await session(port: originPort, cacheDirectory: nil)
+        for profile in profiles {
+            let link = try LinkAccuracyProbe.measure(rateBitsPerSecond: profile.rateBitsPerSecond, rttSeconds: profile.rttSeconds,
+                                                     bulkSeconds: quick ? 1 : 3)
+            for transport in origins { results.append(try await measure(profile, link: link, transport: transport)) }
+        }
+        let probe = try await session(origins[0], port: origins[0].port, cacheDirectory: nil)
         defer { probe.shutdown() }
         let disk = try Self.disk(probe.manifest)
-        return Report(appliance: appliance, artifactBytes: disk.size, chunkSize: probe.manifest.chunkSize,
+        let version = String(cString: curl_version())
+        return Report(libcurl: version, h2cConnectionPerRequest: CurlTransfer.priorKnowledgeReuseIsBroken, appliance: appliance, artifactBytes: disk.size, chunkSize: probe.manifest.chunkSize,
                       distinctChunks: probe.manifest.distinctChunks.count, cachedReads: cached, profiles: results)
     }
 
@@ -117,7 +150,7 @@ public struct ClientBenchmark: Sendable {
     private func measureCachedReads() async throws -> CachedReads {
         let cacheDirectory = "\(workDirectory)/cache-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: cacheDirectory) }
-        let session = try await session(port: originPort, cacheDirectory: cacheDirectory)
+        let session = try await session(origins[0], port: origins[0].port, cacheDirectory: cacheDirectory)
         defer { session.shutdown() }
         let image = try await LazyImage.open(manifest: session.manifest, role: .disk, loader: session.loader)
         // Fill the cache.
@@ -166,14 +199,12 @@ public struct ClientBenchmark: Sendable {
 
     // MARK: one link profile
 
-    private func measure(_ profile: Profile) async throws -> ProfileResult {
-        let link = try LinkAccuracyProbe.measure(rateBitsPerSecond: profile.rateBitsPerSecond, rttSeconds: profile.rttSeconds,
-                                                 bulkSeconds: quick ? 1 : 3)
-        let proxy = try ShapingProxy(upstreamPort: originPort, rateBitsPerSecond: profile.rateBitsPerSecond, rttSeconds: profile.rttSeconds)
+    private func measure(_ profile: Profile, link: LinkAccuracyProbe.Result, transport: Transport) async throws -> ProfileResult {
+        let proxy = try ShapingProxy(upstreamPort: transport.port, rateBitsPerSecond: profile.rateBitsPerSecond, rttSeconds: profile.rttSeconds)
         defer { proxy.stop() }
 
         // streamvm: every distinct chunk, fetched, decompressed and verified, no disk writes.
-        let cold = try await session(port: proxy.port, cacheDirectory: nil)
+        let cold = try await session(transport, port: proxy.port, cacheDirectory: nil)
         var chunks: [(ref: ChunkRef, length: Int)] = []
         var seen = Set<ChunkID>()
         for artifact in cold.manifest.artifacts {
@@ -195,13 +226,21 @@ public struct ClientBenchmark: Sendable {
         let estimate = cold.client.fetcher.linkEstimate
         cold.shutdown()
 
-        let curlSeconds = try? CurlBaseline.fetch(urls: chunks.map { "\(proxy.url)/\(CatalogObject.chunk($0.ref.id).path)" },
-                                                   workDirectory: workDirectory)
-        let demand = try await measureDemandMisses(profile: profile, proxyPort: proxy.port)
+        var curlSeconds: Double?
+        var curlError: String?
+        do {
+            curlSeconds = try CurlBaseline.fetch(urls: chunks.map { "\(transport.url(port: proxy.port))/\(CatalogObject.chunk($0.ref.id).path)" },
+                                                 tls: transport.tls, caFile: caFile, workDirectory: workDirectory)
+        } catch {
+            curlError = "\(error)"
+        }
+        let demand = try await measureDemandMisses(profile: profile, transport: transport, proxyPort: proxy.port)
         let goodput = Double(compressedBytes) * 8 / streamvmSeconds / 1e6
-        return ProfileResult(profile: profile, link: link, objects: chunks.count, compressedBytes: compressedBytes,
+        let curlGoodput = curlSeconds.map { Double(compressedBytes) * 8 / $0 / 1e6 }
+        return ProfileResult(profile: profile, transport: transport.name, link: link, objects: chunks.count, compressedBytes: compressedBytes,
                              streamvmSeconds: streamvmSeconds, streamvmGoodputMbit: goodput,
-                             curlSeconds: curlSeconds, curlGoodputMbit: curlSeconds.map { Double(compressedBytes) * 8 / $0 / 1e6 },
+                             curlSeconds: curlSeconds, curlGoodputMbit: curlGoodput, curlError: curlError,
+                             curlRatio: curlGoodput.map { goodput / $0 },
                              linkFraction: goodput / link.measuredRateMbit,
                              measuredBandwidthMbit: estimate.bandwidthBytesPerSecond.map { $0 * 8 / 1e6 },
                              measuredRTTms: estimate.rttSeconds.map { $0 * 1000 }, demandMiss: demand)
@@ -213,10 +252,10 @@ public struct ClientBenchmark: Sendable {
 
     /// Starts prefetching the whole disk in order, then reads chunks from its far end (which the
     /// prefetch reaches last) and times each read.
-    private func measureDemandMisses(profile: Profile, proxyPort: UInt16) async throws -> DemandMiss {
+    private func measureDemandMisses(profile: Profile, transport: Transport, proxyPort: UInt16) async throws -> DemandMiss {
         let cacheDirectory = "\(workDirectory)/demand-cache-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: cacheDirectory) }
-        let session = try await session(port: proxyPort, cacheDirectory: cacheDirectory)
+        let session = try await session(transport, port: proxyPort, cacheDirectory: cacheDirectory)
         defer { session.shutdown() }
         let image = try await LazyImage.open(manifest: session.manifest, role: .disk, loader: session.loader)
         let disk = try Self.disk(session.manifest)
@@ -243,23 +282,31 @@ public struct ClientBenchmark: Sendable {
     }
 }
 
-/// `curl` fetching the same objects over the same link: HTTP/2 prior knowledge, all URLs in parallel
-/// over one multiplexed connection, bodies discarded. Returns the wall time.
+/// `curl` fetching the same objects over the same link: HTTP/2 (prior knowledge on http://, ALPN on
+/// https://), all URLs in parallel over one multiplexed connection, bodies discarded. Returns the wall time.
 enum CurlBaseline {
-    static func fetch(urls: [String], workDirectory: String) throws -> Double {
+    static func fetch(urls: [String], tls: Bool, caFile: String?, workDirectory: String) throws -> Double {
         let configPath = "\(workDirectory)/curl-urls-\(getpid()).txt"
         defer { unlink(configPath) }
         let config = urls.map { "url = \"\($0)\"\noutput = \"/dev/null\"\n" }.joined()
         try AtomicFile.write(Data(config.utf8), to: configPath)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        process.arguments = ["--silent", "--fail", "--http2-prior-knowledge", "--parallel", "--parallel-max", "100", "--config", configPath]
+        var arguments = ["--silent", "--show-error", "--no-progress-meter", "--fail", "--parallel", "--parallel-max", "100", "--config", configPath]
+        arguments += tls ? ["--http2"] + (caFile.map { ["--cacert", $0] } ?? []) : ["--http2-prior-knowledge"]
+        process.arguments = arguments
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        let errorPath = "\(workDirectory)/curl-stderr-\(getpid()).txt"
+        defer { unlink(errorPath) }
+        FileManager.default.createFile(atPath: errorPath, contents: nil)
+        process.standardError = FileHandle(forWritingAtPath: errorPath)
         let start = monotonicSeconds()
         try process.run()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ClientError.benchmark("curl baseline exited with \(process.terminationStatus)") }
+        guard process.terminationStatus == 0 else {
+            let message = (try? String(contentsOfFile: errorPath, encoding: .utf8))?.split(separator: "\n").last { $0.hasPrefix("curl:") }.map(String.init) ?? ""
+            throw ClientError.benchmark("curl baseline exited with \(process.terminationStatus): \(message)")
+        }
         return monotonicSeconds() - start
     }
 }

@@ -1,19 +1,34 @@
 import Foundation
 
 /// Debian's nginx serving a catalogue directory on loopback with cleartext HTTP/2 (prior knowledge),
-/// started from a generated configuration in its own temp directory: the static origin for
-/// benchmarks and real-peer tests. `init` returns nil when nginx is not installed.
+/// or HTTP/2 over TLS when given a certificate, started from a generated configuration in its own
+/// temp directory: the static origin for benchmarks and real-peer tests. `init` returns nil when
+/// nginx is not installed. The child is stopped by its PID (`SpawnedProcess`), also when starting fails.
 public final class NginxProcess: @unchecked Sendable {
     public static let executable = ["/usr/sbin/nginx", "/usr/bin/nginx"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
+    /// A certificate and key (PEM files) for an https origin.
+    public struct TLSFiles: Sendable {
+        public var certificate: String
+        public var key: String
+        public init(certificate: String, key: String) {
+            self.certificate = certificate
+            self.key = key
+        }
+    }
+
     public let port: UInt16
-    private let process: Process
+    public let isTLS: Bool
+    private let process: SpawnedProcess
     private let prefix: String
 
-    public var url: String { "http://127.0.0.1:\(port)" }
+    public var url: String { "\(isTLS ? "https" : "http")://127.0.0.1:\(port)" }
+    public var pid: pid_t { process.pid }
 
-    public init?(root: String, http2: Bool = true) throws {
+    public init?(root: String, http2: Bool = true, tls: TLSFiles? = nil) throws {
         guard let executable = Self.executable else { return nil }
+        // nginx resolves a relative root against its prefix (the temp directory), not our cwd.
+        let root = URL(fileURLWithPath: root).standardizedFileURL.path
         var template = Array("/tmp/streamvm-nginx-XXXXXX".utf8CString)
         guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
             throw ClientError.io(path: "/tmp/streamvm-nginx-XXXXXX", errno: errno)
@@ -21,7 +36,10 @@ public final class NginxProcess: @unchecked Sendable {
         prefix = String(cString: made)
         chmod(prefix, 0o755)
         port = try Self.freePort()
+        isTLS = tls != nil
         let prefix = self.prefix
+        let listen = "127.0.0.1:\(port)" + (tls != nil ? " ssl" : "") + (http2 ? " http2" : "")
+        let certificates = tls.map { "ssl_certificate \($0.certificate);\n        ssl_certificate_key \($0.key);" } ?? ""
         let config = """
         daemon off;
         master_process off;
@@ -39,27 +57,29 @@ public final class NginxProcess: @unchecked Sendable {
             types { application/json json; }
             default_type application/octet-stream;
             server {
-                listen 127.0.0.1:\(port)\(http2 ? " http2" : "");
+                listen \(listen);
+                \(certificates)
                 root \(root);
                 location / { try_files $uri =404; }
             }
         }
         """
         try config.write(toFile: "\(prefix)/nginx.conf", atomically: true, encoding: .utf8)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["-p", prefix, "-c", "\(prefix)/nginx.conf"]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        // Wait until it accepts connections (a few milliseconds normally).
-        for _ in 0..<500 {
+        do {
+            process = try SpawnedProcess(executable: executable, arguments: ["-p", prefix, "-c", "\(prefix)/nginx.conf"],
+                                         logPath: "\(prefix)/stderr.log")
+        } catch {
+            try? FileManager.default.removeItem(atPath: prefix)
+            throw error
+        }
+        // Wait until it accepts connections (a few milliseconds normally; 10 s at most).
+        for _ in 0..<1000 {
             if Self.accepts(port) { return }
             guard process.isRunning else { break }
             usleep(10_000)
         }
-        let log = (try? String(contentsOfFile: "\(prefix)/error.log", encoding: .utf8)) ?? ""
-        process.terminate()
+        let log = ["error.log", "stderr.log"].compactMap { try? String(contentsOfFile: "\(prefix)/\($0)", encoding: .utf8) }.joined()
+        process.stop()
         try? FileManager.default.removeItem(atPath: prefix)
         throw ClientError.benchmark("nginx did not start on port \(port): \(log)")
     }
@@ -69,11 +89,10 @@ public final class NginxProcess: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: prefix)
     }
 
-    public func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        process.waitUntilExit()
-    }
+    /// Stops nginx by its PID: SIGTERM, then SIGKILL after a grace period. Bounded and idempotent.
+    public func stop() { process.stop() }
+
+    public var isRunning: Bool { process.isRunning }
 
     /// Lines of nginx's access log (one per request).
     public var accessLog: [String] {

@@ -2,10 +2,11 @@ import Foundation
 
 /// A WAN emulator for benchmarks: a TCP proxy on loopback that forwards every connection to an
 /// upstream server through a bottleneck of `rateBitsPerSecond` with `rttSeconds` of round-trip
-/// propagation delay (half each way). Each direction is a FIFO link: a segment leaves the bottleneck
-/// at max(arrival, previous departure) + size / rate and is delivered one-way delay later. The
-/// bottleneck buffer holds one bandwidth-delay product (at least 64 KiB); when it is full the proxy
-/// stops reading, so TCP's flow control pushes back on the sender as a real router would.
+/// propagation delay (half each way). Each direction is one FIFO link shared by all connections (a
+/// client opening more connections gets no more bandwidth, as on a real access link): a segment
+/// leaves the bottleneck at max(arrival, previous departure of any connection) + size / rate and is
+/// delivered one-way delay later. The router queue holds one bandwidth-delay product (at least
+/// 64 KiB); when it is full the proxy stops reading, so TCP's flow control pushes back on the sender.
 public final class ShapingProxy: @unchecked Sendable {
     public let rateBitsPerSecond: Double
     public let rttSeconds: Double
@@ -16,6 +17,8 @@ public final class ShapingProxy: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false
     private var sockets: [Int32] = []
+    private let downlink: Bottleneck
+    private let uplink: Bottleneck
 
     /// Largest piece forwarded at once; smaller pieces pace more smoothly (4 KiB ≈ 0.3 ms at 100 Mbit/s).
     static let segmentBytes = 4096
@@ -25,6 +28,8 @@ public final class ShapingProxy: @unchecked Sendable {
         self.upstreamPort = upstreamPort
         self.rateBitsPerSecond = rateBitsPerSecond
         self.rttSeconds = rttSeconds
+        downlink = Bottleneck(rateBytesPerSecond: rateBitsPerSecond / 8, rttSeconds: rttSeconds)
+        uplink = Bottleneck(rateBytesPerSecond: rateBitsPerSecond / 8, rttSeconds: rttSeconds)
         listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard listener >= 0 else { throw ClientError.io(path: "proxy socket", errno: errno) }
         var one: Int32 = 1
@@ -94,36 +99,70 @@ public final class ShapingProxy: @unchecked Sendable {
             lock.lock()
             sockets += [client, upstream]
             lock.unlock()
-            let down = ShapedLink(rateBytesPerSecond: rateBitsPerSecond / 8, oneWayDelay: rttSeconds / 2)
-            let up = ShapedLink(rateBytesPerSecond: rateBitsPerSecond / 8, oneWayDelay: rttSeconds / 2)
+            let down = ShapedLink(bottleneck: downlink, oneWayDelay: rttSeconds / 2)
+            let up = ShapedLink(bottleneck: uplink, oneWayDelay: rttSeconds / 2)
             down.run(from: upstream, to: client)
-            up.run(from: client, to: upstream)
+            // The kernel completed the client's handshake at once; on the emulated path SYN and
+            // SYN-ACK take one round trip, so the client's first bytes leave one RTT later.
+            up.run(from: client, to: upstream, startAfter: rttSeconds)
         }
     }
 }
 
-/// One direction of an emulated link: a reader thread stamps segments with their delivery time, a
-/// writer thread delivers them when due.
+/// The bottleneck of one direction, shared by every connection through the proxy. Its backlog is
+/// implied by the last departure time: at time t, (lastDeparture − t) × rate bytes are still queued.
+final class Bottleneck: @unchecked Sendable {
+    let rate: Double
+    /// The router queue: one bandwidth-delay product, at least 64 KiB.
+    let bufferBytes: Double
+    private let lock = NSLock()
+    private var lastDeparture = 0.0
+
+    init(rateBytesPerSecond: Double, rttSeconds: Double) {
+        rate = rateBytesPerSecond
+        bufferBytes = max(64 * 1024, rateBytesPerSecond * rttSeconds)
+    }
+
+    /// Queues `bytes` that arrived now and returns when they leave the bottleneck; blocks while the
+    /// queue has no room for them.
+    func enqueue(_ bytes: Int) -> Double {
+        while true {
+            lock.lock()
+            let now = monotonicSeconds()
+            let backlogBytes = max(0, lastDeparture - now) * rate
+            if backlogBytes + Double(bytes) <= bufferBytes || backlogBytes == 0 {
+                let departure = max(now, lastDeparture) + Double(bytes) / rate
+                lastDeparture = departure
+                lock.unlock()
+                return departure
+            }
+            let wait = (backlogBytes + Double(bytes) - bufferBytes) / rate
+            lock.unlock()
+            usleep(useconds_t(max(50, wait * 1e6)))
+        }
+    }
+}
+
+/// One direction of one connection: a reader thread stamps segments with their delivery time (from
+/// the shared bottleneck), a writer thread delivers them when due.
 final class ShapedLink: @unchecked Sendable {
-    private let rate: Double
+    private let bottleneck: Bottleneck
     private let delay: Double
     private let condition = NSCondition()
     private var queue: [(due: Double, bytes: [UInt8])] = []
     private var head = 0
     private var closed = false
-    private var lastDeparture = 0.0
-    private var queuedBytes = 0
-    private let bufferBytes: Int
 
-    init(rateBytesPerSecond: Double, oneWayDelay: Double) {
-        rate = rateBytesPerSecond
+    init(bottleneck: Bottleneck, oneWayDelay: Double) {
+        self.bottleneck = bottleneck
         delay = oneWayDelay
-        // Bytes on the wire (rate × one-way delay) plus a router queue of one BDP (at least 64 KiB).
-        bufferBytes = Int(rateBytesPerSecond * oneWayDelay) + max(64 * 1024, Int(rateBytesPerSecond * oneWayDelay * 2))
     }
 
-    func run(from source: Int32, to destination: Int32) {
-        Thread { [self] in read(source, destination) }.start()
+    func run(from source: Int32, to destination: Int32, startAfter: Double = 0) {
+        Thread { [self] in
+            if startAfter > 0 { usleep(useconds_t(startAfter * 1e6)) }
+            read(source, destination)
+        }.start()
         Thread { [self] in write(destination, source) }.start()
     }
 
@@ -132,20 +171,17 @@ final class ShapedLink: @unchecked Sendable {
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(source, $0.baseAddress, $0.count, 0) }
             if n < 0 && errno == EINTR { continue }
-            condition.lock()
-            // Bytes not yet out of the bottleneck are the router's queue; wait while it is full.
-            while n > 0, queuedBytes + n > bufferBytes, !closed { condition.wait() }
-            let now = monotonicSeconds()
             if n <= 0 {
+                condition.lock()
                 closed = true
                 condition.broadcast()
                 condition.unlock()
                 return
             }
-            let departure = max(now, lastDeparture) + Double(n) / rate
-            lastDeparture = departure
+            // Blocks while the router queue is full: this connection's sender then fills its socket buffers.
+            let departure = bottleneck.enqueue(n)
+            condition.lock()
             queue.append((departure + delay, Array(buffer[0..<n])))
-            queuedBytes += n
             condition.broadcast()
             condition.unlock()
         }
@@ -162,8 +198,6 @@ final class ShapedLink: @unchecked Sendable {
             }
             let (due, bytes) = queue[head]
             head += 1
-            queuedBytes -= bytes.count
-            condition.broadcast()
             if head > 1024 {
                 queue.removeFirst(head)
                 head = 0

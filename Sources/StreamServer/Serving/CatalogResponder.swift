@@ -17,9 +17,13 @@ public struct CatalogResponder: HTTPResponder {
     let token: UploadToken?
     let metrics: ServerMetrics
     let objectResponses: ObjectResponses
+    /// Hears of every stored trace (automatic learning); nil when the server does not learn.
+    let onTraceStored: (@Sendable (String) -> Void)?
 
     public init(store: VerifiedObjectStore, uploads: ObjectUploads, traces: TraceStore, token: UploadToken?,
-                metrics: ServerMetrics, threadPool: NIOThreadPool = .singleton) {
+                metrics: ServerMetrics, threadPool: NIOThreadPool = .singleton,
+                onTraceStored: (@Sendable (String) -> Void)? = nil) {
+        self.onTraceStored = onTraceStored
         self.store = store
         self.uploads = uploads
         self.traces = traces
@@ -131,6 +135,7 @@ public struct CatalogResponder: HTTPResponder {
         switch try await traces.store(appliance: appliance, body: body) {
         case .stored(let name):
             logger.info("stored trace", metadata: ["trace": "\(name)", "bytes": "\(body.readableBytes)"])
+            onTraceStored?(appliance)
             return Self.plain(.created, "stored trace \(name)\n")
         case .rejected(let why):
             metrics.recordError("upload_rejected")

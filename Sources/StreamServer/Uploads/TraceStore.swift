@@ -20,7 +20,9 @@ public final class TraceStore: Sendable {
 
     /// The default place for traces: `traces/` beside the catalogue directory.
     public static func defaultRoot(forCatalog catalog: String) -> String {
-        ((catalog as NSString).standardizingPath as NSString).deletingLastPathComponent + "/traces"
+        // A relative catalogue path ("cat") must not turn into "/traces" at the file system root.
+        let absolute = catalog.hasPrefix("/") ? catalog : FileManager.default.currentDirectoryPath + "/" + catalog
+        return ((absolute as NSString).standardizingPath as NSString).deletingLastPathComponent + "/traces"
     }
 
     public enum Outcome: Equatable, Sendable {

@@ -1,0 +1,37 @@
+/// What a page source found for one guest page.
+public enum PageContent: Sendable, Equatable {
+    /// The page's bytes were written into the caller's buffer.
+    case data
+    /// The page is all zeros; the buffer was left untouched (the kernel zero-fills it, cheaper than a copy).
+    case zero
+}
+
+/// Where the bytes of lazily loaded guest RAM come from (a snapshot file, memory, the network).
+///
+/// Called only on the page-fault handler's threads, never on the Swift concurrency pool, so an
+/// implementation may block (for a file read or until a chunk arrives from the network). It must
+/// either deliver the page's exact bytes or throw: the handler stops the VM on an error and never
+/// maps a page it could not verify. Pages are numbered by their offset in guest RAM's backing file
+/// (`GuestMemory`'s memfd) divided by the page size.
+public protocol PageSource: AnyObject, Sendable {
+    /// Bytes per page; must equal the host page size the handler uses.
+    var pageSize: Int { get }
+    /// Number of pages this source can deliver (the whole of guest RAM).
+    var pageCount: Int { get }
+    /// Writes page `index` into `buffer` (exactly `pageSize` bytes) or reports it as all zeros.
+    /// Blocks until the bytes are available; throws when they cannot be had or fail verification.
+    func readPage(_ index: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> PageContent
+}
+
+/// Why a page source could not deliver a page; the message names the page and the cause.
+public struct PageSourceError: Error, CustomStringConvertible, Sendable, Equatable {
+    public let page: Int
+    public let problem: String
+
+    public init(page: Int, problem: String) {
+        self.page = page
+        self.problem = problem
+    }
+
+    public var description: String { "guest page \(page) (offset 0x\(String(page * 4096, radix: 16))): \(problem)" }
+}

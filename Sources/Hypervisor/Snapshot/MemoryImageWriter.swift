@@ -1,0 +1,61 @@
+import Foundation
+import Glibc
+
+/// Writes guest RAM to memory.img: every page that is not all zeros at its offset, zero pages as
+/// holes (a sparse file; `publish` never stores all-zero chunks), and the per-page digests that let
+/// a lazy restore check each page before mapping it. Ranges the memfd never allocated are skipped
+/// without being read (Self.seekData), so a large, mostly idle guest is saved quickly.
+enum MemoryImageWriter {
+    /// lseek(2) whence values from linux/fs.h; glibc hides them behind _GNU_SOURCE.
+    static let seekData: Int32 = 3
+    static let seekHole: Int32 = 4
+
+    /// Writes `memory` to `path` (via a temporary file, fsync, rename) and describes the result.
+    static func write(_ memory: GuestMemory, to path: String) throws -> MachineSnapshot.MemoryImage {
+        let pageSize = GuestMemory.pageSize
+        let pageCount = memory.size / pageSize
+        var digests = [UInt64](repeating: 0, count: pageCount)
+        var dataPages = 0
+        let temporary = path + ".tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw HypervisorError.ioFailed("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        var renamed = false
+        defer {
+            close(fd)
+            if !renamed { unlink(temporary) }
+        }
+        guard ftruncate(fd, off_t(memory.size)) == 0 else { throw HypervisorError.ioFailed("cannot size \(temporary): \(String(cString: strerror(errno)))") }
+        let base = memory.regions[0].host - memory.regions[0].fileOffset
+        var offset = 0
+        while offset < memory.size {
+            // Next allocated range of the memfd; ENXIO means only holes remain.
+            let dataStart = lseek(memory.fileDescriptor, off_t(offset), Self.seekData)
+            if dataStart < 0 { break }
+            let holeStart = min(Int(lseek(memory.fileDescriptor, dataStart, Self.seekHole)), memory.size)
+            var page = Int(dataStart) / pageSize
+            while page * pageSize < holeStart {
+                let bytes = UnsafeRawBufferPointer(start: base + page * pageSize, count: pageSize)
+                let digest = PageDigest.digest(bytes)
+                if digest != 0 {
+                    digests[page] = digest
+                    dataPages += 1
+                    var written = 0
+                    while written < pageSize {
+                        let result = pwrite(fd, bytes.baseAddress! + written, pageSize - written, off_t(page * pageSize + written))
+                        if result < 0, errno == EINTR { continue }
+                        guard result > 0 else { throw HypervisorError.ioFailed("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+                        written += result
+                    }
+                }
+                page += 1
+            }
+            offset = max(holeStart, page * pageSize)
+        }
+        guard fsync(fd) == 0 else { throw HypervisorError.ioFailed("cannot flush \(temporary): \(String(cString: strerror(errno)))") }
+        guard rename(temporary, path) == 0 else { throw HypervisorError.ioFailed("cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))") }
+        renamed = true
+        var littleEndian = Data(capacity: pageCount * 8)
+        for digest in digests { withUnsafeBytes(of: digest.littleEndian) { littleEndian.append(contentsOf: $0) } }
+        return MachineSnapshot.MemoryImage(size: memory.size, pageSize: pageSize, dataPages: dataPages, pageDigests: littleEndian)
+    }
+}

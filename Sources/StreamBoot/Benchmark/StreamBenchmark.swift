@@ -1,0 +1,179 @@
+import Catalog
+import Foundation
+import Logging
+import StreamClient
+import StreamServer
+
+/// `streamvm bench stream`: for one appliance and one WAN profile, stream-boots the appliance with
+/// each prefetch mode through the shaping proxy and measures time to ready, stalls after ready and
+/// bytes, next to the oracle bound (RTT + compressed bytes needed before ready ÷ rate). The model is
+/// trained on separate runs (unshaped, on loopback) before any evaluated run.
+public struct StreamBenchmark: Sendable {
+    public struct Profile: Sendable, Codable {
+        public var name: String
+        public var rateMbit: Double
+        public var rttMs: Double
+        public var rateBytesPerSecond: Double { rateMbit * 1e6 / 8 }
+
+        /// The issue's profiles.
+        public static let all = [Profile(name: "dsl", rateMbit: 7.2, rttMs: 30), Profile(name: "lte", rateMbit: 20, rttMs: 60),
+                                 Profile(name: "fast", rateMbit: 100, rttMs: 20)]
+    }
+
+    public struct ModeResult: Sendable, Codable {
+        public var ttr_s: Double?
+        public var stall_count: Int
+        public var stall_s: Double
+        public var bytes: Int
+        public var stop: String
+        /// Diagnostics beyond the issue's shape: bytes local when the guest started, all demand misses.
+        public var buffered_bytes: Int
+        public var demand_misses: Int
+    }
+
+    /// The JSON shape the issue names, plus where the figures come from.
+    public struct Report: Sendable, Codable {
+        public var appliance: String
+        public var profile: String
+        public var oracle_ttr_s: Double
+        public var modes: [String: ModeResult]
+        public var training_runs: Int
+        public var source: String
+    }
+
+    /// Bytes received over time and stalls of one mode's run, for the timeline.
+    public struct Timeline: Sendable {
+        public var mode: PrefetchMode
+        public var samples: [(seconds: Double, bytes: Int)]
+        public var stalls: [(seconds: Double, duration: Double)]
+        public var readySeconds: Double?
+    }
+
+    public var applianceDirectory: String
+    public var profile: Profile
+    public var trainingRuns = 3
+    public var modes: [PrefetchMode] = [.full, .none, .workingset, .vtube]
+    public var timeoutSeconds = 600.0
+    public var source = "unspecified"
+    let logger: Logger
+
+    public init(applianceDirectory: String, profile: Profile, logger: Logger) {
+        self.applianceDirectory = applianceDirectory
+        self.profile = profile
+        self.logger = logger
+    }
+
+    public func run() async throws -> (Report, [Timeline]) {
+        var template = Array("/tmp/streamvm-benchstream-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw ClientError.io(path: "/tmp", errno: errno) }
+        let work = String(cString: made)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let key = SigningKey()
+        let catalog = try CatalogDirectory(root: work + "/catalog", create: true)
+        let appliance = try ApplianceDirectory(path: applianceDirectory)
+        _ = try Publisher(catalog: catalog, key: key, logger: logger).publish(appliance)
+        let name = appliance.config.name
+        let tokenFile = work + "/token"
+        try "bench-stream-token-\(UInt64.random(in: 0...UInt64.max))".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+
+        var options = CatalogServer.Options(catalog: catalog.root)
+        options.port = 0
+        options.scrubEnabled = false
+        options.tokenFile = tokenFile
+        options.traceDirectory = work + "/traces"
+        let server = try CatalogServer(options: options, logger: logger)
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        // Its own threads: the VM runs of this benchmark must not starve the server (DedicatedThreadsExecutor).
+        let serverTask = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { continuation.yield($0) } }
+        defer { serverTask.cancel() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw ClientError.benchmark("the catalogue server did not start") }
+        let direct = try Origin("http://127.0.0.1:\(port)")
+
+        // Training runs, unshaped, each uploading its trace; then learn.
+        let uploader = try TraceUploader(origin: direct, tokenFile: tokenFile)
+        for run in 0..<trainingRuns {
+            let outcome = try await boot(name, mode: .none, origin: direct, cache: "\(work)/train-cache-\(run)").outcome
+            guard outcome.report.readySeconds != nil else { throw ClientError.benchmark("training run \(run) never became ready: \(outcome.reason)") }
+            let trace = outcome.trace
+            _ = try await Task.detached { try uploader.upload(trace) }.value
+        }
+        if trainingRuns > 0 {
+            _ = try ModelPublisher(catalog: catalog, key: key, traceRoot: work + "/traces", logger: logger).learn(appliance: name)
+        }
+
+        let proxy = try ShapingProxy(upstreamPort: UInt16(port), rateBitsPerSecond: profile.rateMbit * 1e6, rttSeconds: profile.rttMs / 1000)
+        defer { proxy.stop() }
+        let shaped = try Origin(proxy.url)
+        var results: [String: ModeResult] = [:]
+        var timelines: [Timeline] = []
+        var neededBeforeReady: Int?
+        for mode in modes {
+            let (outcome, samples) = try await boot(name, mode: mode, origin: shaped, cache: "\(work)/cache-\(mode.rawValue)")
+            let report = outcome.report
+            results[mode.rawValue] = ModeResult(ttr_s: report.readySeconds, stall_count: report.stallsAfterReady,
+                                                stall_s: report.stallSecondsAfterReady, bytes: report.bytesReceived, stop: report.stopReason,
+                                                buffered_bytes: report.bufferedBytes,
+                                                demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count)
+            let offset = report.traceStartSeconds
+            timelines.append(Timeline(mode: mode, samples: samples,
+                                      stalls: outcome.trace.records.filter { $0.stallSeconds > 0 }.map { (offset + $0.wallSeconds - $0.stallSeconds, $0.stallSeconds) },
+                                      readySeconds: report.readySeconds))
+            if mode == .none, let ready = outcome.trace.readySeconds {
+                neededBeforeReady = try Self.bytesNeeded(before: ready, trace: outcome.trace, catalog: catalog)
+            }
+        }
+        let needed = try neededBeforeReady ?? Self.bootBytes(catalog: catalog, appliance: name)
+        let oracle = profile.rttMs / 1000 + Double(needed) / profile.rateBytesPerSecond
+        return (Report(appliance: name, profile: profile.name, oracle_ttr_s: oracle, modes: results, training_runs: trainingRuns, source: source),
+                timelines)
+    }
+
+    /// One boot with a fresh cache, sampling the bytes received every 50 ms.
+    private func boot(_ name: String, mode: PrefetchMode, origin: Origin, cache: String) async throws
+        -> (outcome: StreamBootSession.Outcome, samples: [(seconds: Double, bytes: Int)]) {
+        let fetcher = try Fetcher(logger: logger)
+        defer { fetcher.shutdown() }
+        let client = try CatalogClient(origins: [origin], trust: .insecure, fetcher: fetcher, logger: logger)
+        let loader = ChunkLoader(client: client, cache: try ChunkCache(root: cache, capacityBytes: 8 << 30, logger: logger))
+        var options = StreamBootSession.Options(reference: name)
+        options.prefetch = mode
+        options.timeout = .seconds(Int64(timeoutSeconds))
+        let started = ContinuousClock.now
+        let sampler = Task { () -> [(seconds: Double, bytes: Int)] in
+            var samples: [(seconds: Double, bytes: Int)] = []
+            while !Task.isCancelled {
+                samples.append(((ContinuousClock.now - started).inSeconds, fetcher.linkEstimate.bytesReceived))
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+            return samples
+        }
+        let outcome = try await StreamBootSession(loader: loader, options: options, logger: logger).boot()
+        sampler.cancel()
+        var samples = await sampler.value
+        samples.append(((ContinuousClock.now - started).inSeconds, fetcher.linkEstimate.bytesReceived))
+        return (outcome, samples)
+    }
+
+    /// Compressed bytes the guest needed before it printed the ready marker: kernel and initrd (needed
+    /// before it starts) plus every non-zero chunk it touched first before ready.
+    static func bytesNeeded(before ready: Double, trace: RunTrace, catalog: CatalogDirectory) throws -> Int {
+        let manifest = try catalog.loadManifest(trace.manifest)
+        var bytes = bootArtifactBytes(manifest)
+        for record in trace.records where record.wallSeconds <= ready && record.outcome != .zero && record.outcome != .overlay {
+            bytes += try record.location.ref(in: manifest)?.stored ?? 0
+        }
+        return bytes
+    }
+
+    /// Without a trace: kernel and initrd only (a lower bound).
+    static func bootBytes(catalog: CatalogDirectory, appliance: String) throws -> Int {
+        guard let signed = try catalog.loadCatalog(trust: .insecure) else { return 0 }
+        return bootArtifactBytes(try catalog.loadManifest(try signed.index.resolve(appliance).entry.manifest))
+    }
+
+    static func bootArtifactBytes(_ manifest: Manifest) -> Int {
+        [ArtifactRole.kernel, .initrd].compactMap { manifest.artifact($0) }
+            .reduce(0) { total, artifact in total + artifact.chunks.reduce(0) { $0 + ($1?.stored ?? 0) } }
+    }
+}

@@ -1,0 +1,83 @@
+import Dispatch
+import Foundation
+import Hypervisor
+import StreamClient
+
+/// Presents a `LazyImage` as a virtio-blk backend. The device calls in on a vCPU thread and expects a
+/// synchronous answer, so each request runs the image's async read or write as a task and the vCPU
+/// waits for it: that wait is the guest's stall on a demand miss. A failed read is retried until the
+/// read deadline passes (a link that drops mid-boot stalls the guest instead of failing its I/O);
+/// after it, `onGiveUp` hears the error (the boot session stops the VM with it) and the request fails.
+public final class LazyBlockBackend: BlockBackend, @unchecked Sendable {
+    /// Pause between retries of a failed read while the deadline allows.
+    static let retryPauseSeconds = 0.5
+
+    public let image: LazyImage
+    public let readDeadlineSeconds: Double
+    private let onGiveUp: @Sendable (any Error) -> Void
+
+    public init(image: LazyImage, readDeadlineSeconds: Double, onGiveUp: @escaping @Sendable (any Error) -> Void = { _ in }) {
+        self.image = image
+        self.readDeadlineSeconds = readDeadlineSeconds
+        self.onGiveUp = onGiveUp
+    }
+
+    public var size: UInt64 { UInt64(image.size) }
+    public var isReadOnly: Bool { image.overlay == nil }
+
+    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
+        let image = self.image
+        let length = buffer.count
+        let bytes = try retryingUntilDeadline { try await image.read(offset: Int(offset), length: length) }
+        buffer.copyBytes(from: bytes)
+    }
+
+    public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
+        let image = self.image
+        let bytes = Array(buffer)
+        // A write may need the published bytes of a partial block, which can also miss.
+        try retryingUntilDeadline { try await image.write(offset: Int(offset), bytes: bytes) }
+    }
+
+    public func flush() throws { try image.flush() }
+
+    private func retryingUntilDeadline<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+        let start = DispatchTime.now().uptimeNanoseconds
+        while true {
+            do {
+                return try waitFor(operation)
+            } catch let error as ClientError {
+                if case .outOfRange = error { throw error }
+                if case .overlayMismatch = error { throw error }
+                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                guard elapsed < readDeadlineSeconds else {
+                    onGiveUp(error)
+                    throw error
+                }
+                // One last attempt right at the deadline.
+                Thread.sleep(forTimeInterval: min(Self.retryPauseSeconds, readDeadlineSeconds - elapsed))
+            }
+        }
+    }
+
+    /// Runs `operation` as a task and blocks this (vCPU) thread until it finishes.
+    private func waitFor<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
+        Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await operation()) } catch { result = .failure(error) }
+            box.set(result)
+            done.signal()
+        }
+        done.wait()
+        return try box.take().get()
+    }
+}
+
+/// Carries a task's result to the thread waiting for it (the semaphore orders the accesses).
+private final class ResultBox<T>: @unchecked Sendable {
+    private var result: Result<T, any Error>?
+    func set(_ value: Result<T, any Error>) { result = value }
+    func take() -> Result<T, any Error> { result! }
+}

@@ -1,0 +1,243 @@
+import Catalog
+import Foundation
+import Hypervisor
+import Logging
+import StreamClient
+
+/// `streamvm boot`: resolves an appliance in a remote catalogue and runs it at once, its disk read
+/// through a `LazyImage` on virtio-blk while the prefetch driver streams what the guest will need
+/// next. The kernel and initrd are fetched whole first (the boot loader needs them complete). Every
+/// first access is traced; the trace goes back to the server when the caller asks.
+public final class StreamBootSession: @unchecked Sendable {
+    public struct Options: Sendable {
+        public var reference: String
+        public var prefetch: PrefetchMode = .vtube
+        /// Also stream the whole image in the background, not just the working set.
+        public var complete = false
+        /// Copy-on-write file for guest disk writes; nil uses a temporary file removed after the run.
+        public var overlayPath: String?
+        public var timeout: Duration?
+        /// How long a disk read may keep failing (link down) before the run ends with an error.
+        public var readDeadlineSeconds = 120.0
+        public var memoryMiB: Int?
+        public var vcpus: Int?
+        public var consoleOutput: @Sendable (UInt8) -> Void = { _ in }
+        /// Lazy memory (issue #5) plugs in here; without it, appliances with a memory snapshot are refused.
+        public var memoryAttachment: (any MemorySnapshotAttachment)?
+        public var scheduler: PrefetchScheduler<ContinuousClock>.Configuration?
+
+        public init(reference: String) { self.reference = reference }
+    }
+
+    /// How a boot went, for the CLI's JSON report and for tests.
+    public struct Report: Sendable, Codable {
+        public var appliance: String
+        public var version: String
+        public var prefetch: PrefetchMode
+        public var model: String?
+        public var stopReason: String
+        /// Seconds from the start of `boot` to the ready marker.
+        public var readySeconds: Double?
+        /// Seconds from the start of `boot` to the trace's time zero (after kernel and initrd arrived).
+        public var traceStartSeconds: Double
+        /// Seconds the guest waited before it was allowed to start (buffering).
+        public var bufferingSeconds: Double?
+        public var bufferedBytes: Int
+        public var stallCount: Int
+        public var stallSeconds: Double
+        public var stallsAfterReady: Int
+        public var stallSecondsAfterReady: Double
+        public var bytesReceived: Int
+        public var prefetchStatistics: PrefetchDriver.Statistics
+        public var traceRecords: Int
+
+    }
+
+    public struct Outcome: Sendable {
+        public var reason: StopReason
+        public var report: Report
+        public var trace: RunTrace
+        public var console: String
+    }
+
+    public let loader: ChunkLoader
+    public let options: Options
+    private let logger: Logger
+
+    public init(loader: ChunkLoader, options: Options, logger: Logger) {
+        self.loader = loader
+        self.options = options
+        self.logger = logger
+    }
+
+    /// Boots and runs the appliance until it stops. `onMachine` sees the machine before it runs (the
+    /// CLI wires signals and terminal input there).
+    public func boot(onMachine: @escaping @Sendable (Machine) -> Void = { _ in }) async throws -> Outcome {
+        let started = ContinuousClock.now
+        let client = loader.client
+        let (catalog, _) = try await client.loadCatalog()
+        let resolved = try catalog.index.resolve(options.reference)
+        let (manifest, _) = try await client.loadManifest(resolved.entry.manifest)
+        let config = manifest.config
+        if manifest.artifact(.memory) != nil, options.memoryAttachment == nil {
+            throw StreamBootError.memorySnapshotNeedsLazyMemory(appliance: "\(resolved.name)@\(resolved.version)")
+        }
+        let memoryMiB = options.memoryMiB ?? config.memoryMiB
+        let vcpuCount = options.vcpus ?? config.vcpus
+        guard (2...ApplianceConfig.maximumMemoryMiB).contains(memoryMiB), (1...ApplianceConfig.maximumVCPUs).contains(vcpuCount) else {
+            throw StreamBootError.invalidResources("memory \(memoryMiB) MiB / \(vcpuCount) vCPUs is outside what a VM can have")
+        }
+        let model = options.prefetch == .none || options.prefetch == .full ? nil
+            : await ModelSource.load(client: client, index: catalog.index, appliance: resolved.name, manifest: manifest,
+                                     manifestDigest: resolved.entry.manifest, logger: logger)
+
+        // The boot loader needs kernel and initrd whole: fetch them first, at demand priority.
+        guard manifest.artifact(.kernel) != nil else { throw StreamBootError.missingKernel(appliance: resolved.name) }
+        let kernel = try await readWhole(.kernel, manifest: manifest)
+        let image: BootImage
+        switch config.kernelFormat ?? "linux" {
+        case "flat": image = .flat(kernel)
+        case "linux": image = .linux(kernel: kernel, initrd: manifest.artifact(.initrd) == nil ? nil : try await readWhole(.initrd, manifest: manifest))
+        case let other: throw StreamBootError.unsupportedKernelFormat(other)
+        }
+
+        // The disk, traced and prefetched.
+        let recorder = TraceRecorder()
+        let traceStartSeconds = (ContinuousClock.now - started).inSeconds
+        var targets: [ArtifactRole: any PrefetchTarget] = [:]
+        var disks: [any BlockBackend] = []
+        var temporaryOverlay: String?
+        let failure = FailureBox()
+        if manifest.artifact(.disk) != nil {
+            var overlay = options.overlayPath ?? ""
+            if options.overlayPath == nil {
+                overlay = NSTemporaryDirectory() + "streamvm-overlay-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+                temporaryOverlay = overlay
+            }
+            let disk = try await LazyImage.open(manifest: manifest, role: .disk, loader: loader, overlayPath: overlay, traceSink: recorder)
+            targets[.disk] = disk
+            disks.append(LazyBlockBackend(image: disk, readDeadlineSeconds: options.readDeadlineSeconds) { error in failure.set(error) })
+        }
+        // A memory snapshot streams and prefetches like the disk; lazy memory attaches it below.
+        var snapshot: LazyImage?
+        if options.memoryAttachment != nil, manifest.artifact(.memory) != nil {
+            let memory = try await LazyImage.open(manifest: manifest, role: .memory, loader: loader, traceSink: recorder)
+            targets[.memory] = memory
+            snapshot = memory
+        }
+        defer {
+            if let temporaryOverlay {
+                unlink(temporaryOverlay)
+                unlink(temporaryOverlay + ".map")
+            }
+        }
+        let streamed = StreamedChunks(manifest: manifest, roles: Array(targets.keys).sorted { $0.rawValue < $1.rawValue })
+        let local = Set(streamed.allFetchable.filter { targets[$0.role]?.isLocal(chunk: $0.index) == true })
+        var schedulerConfiguration = options.scheduler ?? PrefetchScheduler<ContinuousClock>.Configuration(mode: options.prefetch)
+        schedulerConfiguration.mode = options.prefetch
+        schedulerConfiguration.complete = options.complete
+        let scheduler = PrefetchScheduler(configuration: schedulerConfiguration, chunks: streamed, model: model, local: local,
+                                          clock: ContinuousClock())
+        let fetcher = client.fetcher
+        let driver = PrefetchDriver(scheduler: scheduler, targets: targets,
+                                    link: { let estimate = fetcher.linkEstimate; return (estimate.bandwidthBytesPerSecond, estimate.rttSeconds) },
+                                    onPrefetched: { recorder.notePrefetched($0) }, logger: logger)
+        recorder.addListener { [weak driver] location, waited in driver?.accessed(location, waited: waited) }
+        driver.start()
+        defer { driver.stop() }
+        await driver.waitUntilGuestMayStart()
+
+        let marker = ReadyMatcher(marker: Array(config.readyMarker.utf8))
+        let forward = options.consoleOutput
+        var machineConfiguration = MachineConfiguration(
+            memorySize: memoryMiB << 20, vcpuCount: vcpuCount, image: image, commandLine: config.kernelCommandLine ?? "",
+            disks: disks, readyMarker: config.readyMarker,
+            consoleOutput: { byte in
+                forward(byte)
+                if marker.feed(byte) { recorder.ready() }
+            })
+        if let attachment = options.memoryAttachment, let snapshot {
+            let state = manifest.artifact(.state) == nil ? nil : try await LazyImage.open(manifest: manifest, role: .state, loader: loader)
+            try attachment.attach(memory: snapshot, state: state, to: &machineConfiguration)
+        }
+        let machine = try Machine(configuration: machineConfiguration, logger: logger)
+        failure.onSet = { error in machine.stop(.failure(StreamBootError.diskUnavailable("\(error)").description)) }
+        onMachine(machine)
+        recorder.guestStarted()
+        let timeout = options.timeout
+        let reason = await withCheckedContinuation { (continuation: CheckedContinuation<StopReason, Never>) in
+            // The VMM blocks in KVM_RUN: keep it off the Swift concurrency pool.
+            Thread.detachNewThread { continuation.resume(returning: machine.run(timeout: timeout)) }
+        }
+        driver.stop()
+
+        let trace = recorder.trace(appliance: resolved.name, version: resolved.version, manifest: resolved.entry.manifest,
+                                   prefetch: options.prefetch, model: try model.map { try $0.digest })
+        let stalls = recorder.stallSummary()
+        let stats = driver.stats
+        let readySeconds = machine.timing.ready.map { ($0 - started).inSeconds }
+        let report = Report(
+            appliance: resolved.name, version: resolved.version, prefetch: options.prefetch, model: trace.model?.hex,
+            stopReason: "\(reason)", readySeconds: readySeconds, traceStartSeconds: traceStartSeconds, bufferingSeconds: stats.bufferingSeconds,
+            bufferedBytes: stats.bufferedBytesAtStart, stallCount: stalls.count, stallSeconds: stalls.seconds,
+            stallsAfterReady: stalls.afterReadyCount, stallSecondsAfterReady: stalls.afterReadySeconds,
+            bytesReceived: fetcher.linkEstimate.bytesReceived, prefetchStatistics: stats, traceRecords: trace.records.count)
+        return Outcome(reason: reason, report: report, trace: trace, console: machine.console.output)
+    }
+
+    private func readWhole(_ role: ArtifactRole, manifest: Manifest) async throws -> [UInt8] {
+        let image = try await LazyImage.open(manifest: manifest, role: role, loader: loader)
+        return try await image.read(offset: 0, length: image.size)
+    }
+}
+
+extension Duration {
+    var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// Spots the ready marker in the console byte stream (the trace records when it appeared).
+private final class ReadyMatcher: @unchecked Sendable {
+    private let marker: [UInt8]
+    private var window: [UInt8] = []
+    private var seen = false
+    private let lock = NSLock()
+
+    init(marker: [UInt8]) { self.marker = marker }
+
+    /// True exactly once, for the byte that completes the marker.
+    func feed(_ byte: UInt8) -> Bool {
+        lock.withLock {
+            guard !seen, !marker.isEmpty else { return false }
+            window.append(byte)
+            if window.count > marker.count { window.removeFirst(window.count - marker.count) }
+            seen = window == marker
+            return seen
+        }
+    }
+}
+
+/// The first disk failure past the deadline, and what to do about it once the machine exists.
+private final class FailureBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var error: (any Error)?
+    private var handler: (@Sendable (any Error) -> Void)?
+
+    var onSet: (@Sendable (any Error) -> Void)? {
+        get { lock.withLock { handler } }
+        set {
+            let pending = lock.withLock { () -> (any Error)? in
+                handler = newValue
+                return error
+            }
+            if let pending { newValue?(pending) }
+        }
+    }
+
+    func set(_ value: any Error) {
+        let handler = lock.withLock { () -> (@Sendable (any Error) -> Void)? in
+            if error == nil { error = value }
+            return self.handler
+        }
+        handler?(value)
+    }
+}

@@ -1,0 +1,99 @@
+import Catalog
+import Foundation
+import Logging
+
+/// What one learning run did, for the CLI and the server log.
+public struct LearnReport: Codable, Sendable, Equatable {
+    public var appliance: String
+    public var version: String
+    public var model: Digest
+    /// Traces used, and traces skipped with the reason (unreadable, another version, forged).
+    public var runs: Int
+    public var skipped: [String]
+    public var clusters: Int
+    public var workingSetBytes: Int
+    /// False when the catalogue already named this exact model (nothing was rewritten).
+    public var published: Bool
+    public var generation: Int
+}
+
+/// `streamvm learn`: reads the traces of an appliance's current version, learns an access-order model,
+/// stores it as a content-addressed object and publishes a newly signed catalog.json naming it.
+/// No chunk or manifest is rewritten; only catalog.json changes, by the usual atomic rename.
+public final class ModelPublisher: Sendable {
+    /// Newest traces used at most: enough runs for stable statistics, bounded learning time.
+    public static let maximumTraces = 200
+
+    public let catalog: CatalogDirectory
+    public let traceRoot: String
+    private let key: SigningKey?
+    private let learner: AccessModelLearner
+    private let logger: Logger
+    /// One learning run at a time per publisher (the server may trigger several in a burst).
+    private let lock = NSLock()
+
+    public init(catalog: CatalogDirectory, key: SigningKey?, traceRoot: String,
+                learner: AccessModelLearner = AccessModelLearner(), logger: Logger) {
+        self.catalog = catalog
+        self.key = key
+        self.traceRoot = (traceRoot as NSString).standardizingPath
+        self.learner = learner
+        self.logger = logger
+    }
+
+    public func learn(appliance reference: String) throws -> LearnReport {
+        lock.lock()
+        defer { lock.unlock() }
+        guard let signed = try catalog.loadCatalog(trust: .insecure) else {
+            throw ServerError.invalidOption("\(catalog.root) has no catalog.json; publish the appliance first")
+        }
+        if signed.signer != key?.publicKey { throw ServerError.catalogKeyMismatch(path: catalog.filePath(.catalog)) }
+        let resolved = try signed.index.resolve(reference)
+        let manifest = try catalog.loadManifest(resolved.entry.manifest)
+
+        var traces: [RunTrace] = []
+        var skipped: [String] = []
+        for path in traceFiles(appliance: resolved.name).prefix(Self.maximumTraces) {
+            let name = (path as NSString).lastPathComponent
+            guard let data = FileManager.default.contents(atPath: path) else { skipped.append("\(name): unreadable"); continue }
+            do {
+                let trace = try RunTrace.decode(data, file: name)
+                guard trace.manifest == resolved.entry.manifest, trace.appliance == resolved.name else {
+                    skipped.append("\(name): another version"); continue
+                }
+                guard trace.matches(manifest) else { skipped.append("\(name): names chunks the manifest does not have"); continue }
+                traces.append(trace)
+            } catch {
+                skipped.append("\(name): \(error)")
+            }
+        }
+        guard !traces.isEmpty else { throw ServerError.noTraces(appliance: "\(resolved.name)@\(resolved.version)") }
+        let model = try learner.learn(traces: traces, manifest: manifest, manifestDigest: resolved.entry.manifest)
+        let bytes = try model.encoded()
+        let digest = Digest.of(bytes)
+        try catalog.write(.model(digest), data: bytes)
+
+        var index = signed.index
+        var published = false
+        if index.appliances[resolved.name]?.model != digest {
+            index.appliances[resolved.name]?.model = digest
+            index.generation += 1
+            try catalog.write(.catalog, data: try SignedCatalog(index: index, key: key).encoded())
+            published = true
+        }
+        logger.info("learned access-order model", metadata: [
+            "appliance": "\(resolved.name)@\(resolved.version)", "model": "\(digest.short)", "runs": "\(traces.count)",
+            "skipped": "\(skipped.count)", "clusters": "\(model.clusters.count)",
+        ])
+        return LearnReport(appliance: resolved.name, version: resolved.version, model: digest, runs: traces.count, skipped: skipped,
+                           clusters: model.clusters.count, workingSetBytes: model.workingSetBytes, published: published,
+                           generation: index.generation)
+    }
+
+    /// Trace files of `appliance`, newest first (names start with a UTC timestamp).
+    private func traceFiles(appliance: String) -> [String] {
+        let directory = "\(traceRoot)/\(appliance)"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }.sorted(by: >).map { "\(directory)/\($0)" }
+    }
+}

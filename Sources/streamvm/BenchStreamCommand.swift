@@ -1,0 +1,62 @@
+import ArgumentParser
+import Catalog
+import Foundation
+import Logging
+import StreamBoot
+
+/// `streamvm bench stream`: time to ready and stalls per prefetch mode over an emulated WAN.
+struct BenchStreamCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stream",
+        abstract: "Stream-boot an appliance over an emulated WAN with each prefetch mode; JSON, a table and an SVG timeline.",
+        discussion: """
+            The appliance must run on this host's KVM and print its ready marker. Here that is a test-guest \
+            replay appliance (scripts/make-replay-appliance); the Linux appliance runs in the hardware lab. \
+            Say which one a figure comes from (--source is copied into the JSON).
+            """)
+
+    @Option(help: "Appliance directory to publish and stream (appliance.json, kernel, disk.img).")
+    var appliance: String
+
+    @Option(help: "Link profile: dsl (7.2 Mbit/s, 30 ms), lte (20 Mbit/s, 60 ms) or fast (100 Mbit/s, 20 ms).")
+    var profile = "lte"
+
+    @Flag(help: "One training run instead of three.")
+    var quick = false
+
+    @Option(help: "Where the figures come from, e.g. 'testguest replay on the PVM dev host'.")
+    var source = "unspecified"
+
+    @Option(help: "Write the JSON report to this file.")
+    var json: String?
+
+    @Option(help: "Write the SVG timeline to this file.")
+    var svg: String?
+
+    func run() async throws {
+        guard let chosen = StreamBenchmark.Profile.all.first(where: { $0.name == profile }) else {
+            throw ValidationError("--profile must be one of \(StreamBenchmark.Profile.all.map(\.name).joined(separator: ", "))")
+        }
+        var logger = Logger(label: "streamvm.bench.stream")
+        logger.logLevel = .warning
+        var benchmark = StreamBenchmark(applianceDirectory: appliance, profile: chosen, logger: logger)
+        benchmark.trainingRuns = quick ? 1 : 3
+        benchmark.source = source
+        let (report, timelines) = try await benchmark.run()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let bytes = try encoder.encode(report)
+        if let json { try AtomicFile.write(bytes, to: json) }
+        if let svg {
+            try AtomicFile.write(Data(StreamBenchmark.timelineSVG(timelines, title: "\(report.appliance), \(chosen.name): bytes and stalls per mode").utf8), to: svg)
+        }
+        print(String(decoding: bytes, as: UTF8.self))
+        print("\n| mode | TTR (s) | stalls after ready | stall s | MB |\n|---|---|---|---|---|")
+        for mode in ["full", "none", "workingset", "vtube"] {
+            guard let result = report.modes[mode] else { continue }
+            print("| \(mode) | \(result.ttr_s.map { String(format: "%.2f", $0) } ?? "—") | \(result.stall_count) | "
+                  + String(format: "%.2f | %.2f |", result.stall_s, Double(result.bytes) / 1e6))
+        }
+        print(String(format: "\noracle TTR %.2f s (%@)", report.oracle_ttr_s, report.source))
+    }
+}

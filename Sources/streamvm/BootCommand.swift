@@ -1,0 +1,128 @@
+import ArgumentParser
+import Catalog
+import Dispatch
+import Foundation
+import Glibc
+import Hypervisor
+import StreamBoot
+import StreamClient
+
+/// `streamvm boot <url>/<appliance>[@version]`: stream-boots an appliance from a remote catalogue.
+/// Only wiring: the work is in `StreamBootSession`.
+struct BootCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "boot",
+        abstract: "Boot an appliance straight from a catalogue, streaming its disk while it runs.",
+        discussion: "Exit statuses as for `streamvm run`. The JSON report goes to --report (or stderr with --verbose).")
+
+    @Argument(help: "<catalogue-url>/<appliance>[@version]")
+    var url: String
+
+    @Option(help: "none, workingset (REAP-like), vtube (learned clusters) or full.")
+    var prefetch: String = PrefetchMode.vtube.rawValue
+
+    @Flag(help: "Stream the whole image in the background, not just the working set.")
+    var complete = false
+
+    @Option(help: "Copy-on-write file for guest disk writes (default: a temporary file removed afterwards).")
+    var diskOverlay: String?
+
+    @Option(help: "Stop the guest after this many seconds.")
+    var timeout: Double?
+
+    @Option(help: "Seconds a disk read may keep failing (link down) before the run ends with an error.")
+    var readDeadline: Double = 120
+
+    @Option(help: "Guest RAM in MiB (default: the appliance's memoryMiB).")
+    var memory: Int?
+
+    @Option(help: "Write this run's access trace (JSON) to this file.")
+    var traceOut: String?
+
+    @Flag(help: "Upload this run's access trace to the first origin (needs --token-file).")
+    var uploadTrace = false
+
+    @Option(name: .customLong("token-file"), help: "File holding the upload token of the origin.")
+    var tokenFile: String?
+
+    @Option(help: "Write the boot report (JSON) to this file.")
+    var report: String?
+
+    @Flag(help: "Do not use the terminal as the guest's console input.")
+    var noInput = false
+
+    @OptionGroup var client: ClientOptions
+
+    func validate() throws {
+        guard PrefetchMode(rawValue: prefetch) != nil else {
+            throw ValidationError("--prefetch must be one of \(PrefetchMode.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if uploadTrace, tokenFile == nil { throw ValidationError("--upload-trace needs --token-file") }
+        guard readDeadline > 0 else { throw ValidationError("--read-deadline must be positive") }
+    }
+
+    func run() async throws {
+        let logger = commandLogger("streamvm.boot")
+        let (origin, appliance) = try Origin.splitApplianceURL(url)
+        let uploader = try uploadTrace ? tokenFile.map { try TraceUploader(origin: origin, tokenFile: $0) } : nil
+        let catalogClient = try client.makeClient(primary: [origin], logger: logger)
+        defer { catalogClient.fetcher.shutdown() }
+        let loader = ChunkLoader(client: catalogClient, cache: try client.makeCache(logger: logger))
+
+        var options = StreamBootSession.Options(reference: appliance)
+        options.prefetch = PrefetchMode(rawValue: prefetch)!
+        options.complete = complete
+        options.overlayPath = diskOverlay
+        options.timeout = timeout.map { .milliseconds(Int($0 * 1000)) }
+        options.readDeadlineSeconds = readDeadline
+        options.memoryMiB = memory
+        options.consoleOutput = { ConsoleOutput.write($0) }
+        let session = StreamBootSession(loader: loader, options: options, logger: logger)
+
+        let terminal = noInput ? nil : TerminalMode.enterCharacterMode()
+        defer { terminal?.restore() }
+        let signals = SignalStopper()
+        let interactive = terminal != nil
+        let outcome = try await session.boot { machine in
+            signals.install(machine)
+            if interactive { ConsoleInput.start(feeding: machine.serial) }
+        }
+        signals.cancel()
+        terminal?.restore()
+
+        if let traceOut { try AtomicFile.write(try outcome.trace.encoded(), to: traceOut) }
+        if let uploader {
+            let trace = outcome.trace
+            do {
+                let answer = try await Task.detached { try uploader.upload(trace) }.value
+                logger.info("trace uploaded", metadata: ["answer": "\(answer)"])
+            } catch {
+                FileHandle.standardError.write(Data("streamvm: trace not uploaded: \(error)\n".utf8))
+            }
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let reportBytes = try encoder.encode(outcome.report)
+        if let report { try AtomicFile.write(reportBytes, to: report) }
+        FileHandle.standardError.write(Data("\nstreamvm: \(outcome.reason)\n".utf8))
+        throw ExitCode(RunCommand.status(for: outcome.reason))
+    }
+}
+
+/// Ctrl-C / SIGTERM stop the guest, so the run ends normally and the terminal is restored.
+final class SignalStopper: @unchecked Sendable {
+    private var sources: [any DispatchSourceSignal] = []
+    private let queue = DispatchQueue(label: "streamvm.boot.signals")
+
+    func install(_ machine: Machine) {
+        sources = [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { machine.stop(.stopRequested) }
+            source.resume()
+            return source
+        }
+    }
+
+    func cancel() { sources.forEach { $0.cancel() } }
+}

@@ -1,0 +1,138 @@
+import Catalog
+import Foundation
+import Hypervisor
+import Logging
+import StreamClient
+import StreamServer
+
+/// The flat test guest published into a real catalogue and served by a real `CatalogServer` on a
+/// loopback port: what `streamvm boot` streams from in these tests.
+final class StreamBootFixture: @unchecked Sendable {
+    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// Builds the guest once per test process (own output directory, so other suites' builds do not race it).
+    static let guest: Result<String, any Error> = Result {
+        let output = repositoryRoot.appendingPathComponent(".build-appliances/streamboot").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = [repositoryRoot.appendingPathComponent("appliances/testguest/build.sh").path, output]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let log = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw HypervisorError.invalidConfiguration("test guest build failed: \(String(decoding: log, as: UTF8.self))")
+        }
+        return output
+    }
+
+    let base: String
+    let catalog: CatalogDirectory
+    let key = SigningKey()
+    let tokenFile: String
+    let traceRoot: String
+    private(set) var port = 0
+    private var serverTask: Task<Void, any Error>?
+    let logger: Logger = {
+        var logger = Logger(label: "streamboot.test")
+        logger.logLevel = .critical
+        return logger
+    }()
+
+    /// Publishes an appliance made of the test guest with `commandLine` and a `sectors`-sector
+    /// patterned disk, at `chunkKiB` chunks.
+    /// `patterned`: the disk `mode=blk` checks (it repeats every 256 sectors, so it dedups to few
+    /// chunks); otherwise every 4 KiB block is distinct (half pseudo-random, half text).
+    init(name: String, commandLine: String, sectors: Int, chunkKiB: Int = 4, patterned: Bool = true) throws {
+        let guestDirectory = try Self.guest.get()
+        var template = Array("/tmp/streamvm-boottest-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw CatalogError.io(path: "/tmp", errno: errno) }
+        base = String(cString: made)
+        let appliance = base + "/appliance"
+        try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: guestDirectory + "/testguest.bin", toPath: appliance + "/kernel")
+        if patterned {
+            try Self.run(guestDirectory + "/mkdisk", [appliance + "/disk.img", String(sectors)])
+        } else {
+            try Data(Self.distinctBlocks(bytes: sectors * 512)).write(to: URL(fileURLWithPath: appliance + "/disk.img"))
+        }
+        let config = ApplianceConfig(name: name, version: "1", memoryMiB: 64, vcpus: 1, kernelCommandLine: commandLine,
+                                     readyMarker: "STREAMVM-READY", kernelFormat: "flat")
+        try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: appliance + "/appliance.json"))
+        catalog = try CatalogDirectory(root: base + "/catalog", create: true)
+        var options = PublishOptions()
+        options.chunkSize = chunkKiB << 10
+        options.trainDictionary = false
+        _ = try Publisher(catalog: catalog, key: key, options: options, logger: logger).publish(try ApplianceDirectory(path: appliance))
+        tokenFile = base + "/token"
+        try "boot-test-token-0123456789abcdef".write(toFile: tokenFile, atomically: true, encoding: .utf8)
+        traceRoot = base + "/traces"
+    }
+
+    deinit {
+        serverTask?.cancel()
+        try? FileManager.default.removeItem(atPath: base)
+    }
+
+    static func distinctBlocks(bytes: Int) -> [UInt8] {
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        var data = [UInt8](repeating: 0, count: bytes)
+        for offset in 0..<bytes {
+            if offset % 4096 < 2048 {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                data[offset] = UInt8(truncatingIfNeeded: state >> 56)
+            } else {
+                data[offset] = UInt8(ascii: "a") + UInt8(offset / 4096 % 26)
+            }
+        }
+        return data
+    }
+
+    static func run(_ tool: String, _ arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: tool)
+        process.arguments = arguments
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw HypervisorError.invalidConfiguration("\(tool) failed") }
+    }
+
+    func startServer() async throws {
+        var options = CatalogServer.Options(catalog: catalog.root)
+        options.port = 0
+        options.scrubEnabled = false
+        options.tokenFile = tokenFile
+        options.traceDirectory = traceRoot
+        let server = try CatalogServer(options: options, logger: logger)
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        serverTask = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { continuation.yield($0) } }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next() else { throw CancellationError() }
+        self.port = port
+    }
+
+    func stopServer() async {
+        serverTask?.cancel()
+        _ = try? await serverTask?.value
+        serverTask = nil
+    }
+
+    /// Starts the server's shutdown without waiting for it to finish.
+    func cancelServer() {
+        serverTask?.cancel()
+        serverTask = nil
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    /// A client stack with its own (empty) cache directory.
+    func loader(cache: String, retry: RetryPolicy = RetryPolicy(), stallTimeout: Double = 5, origin: String? = nil) throws -> ChunkLoader {
+        var configuration = Fetcher.Configuration()
+        configuration.stallTimeoutSeconds = stallTimeout
+        let fetcher = try Fetcher(configuration: configuration, logger: logger)
+        let client = try CatalogClient(origins: [try Origin(origin ?? url)], trust: .key(key.publicKey), fetcher: fetcher, retry: retry, logger: logger)
+        return ChunkLoader(client: client, cache: try ChunkCache(root: base + "/" + cache, capacityBytes: 1 << 30, logger: logger))
+    }
+}

@@ -1,0 +1,138 @@
+import Catalog
+import Foundation
+import Hypervisor
+import Logging
+import StreamBoot
+import StreamClient
+import StreamServer
+import Testing
+
+/// End to end on this host: the flat test guest published, served by `CatalogServer` on loopback,
+/// stream-booted through `LazyImage` on virtio-blk with each prefetch mode; traces go back to the
+/// server, the learner publishes a model, and the next boot prefetches with it.
+@Suite(.enabled(if: KVMSystem.isAvailable, "/dev/kvm is absent or not accessible: stream-boot tests skipped"),
+       .timeLimit(.minutes(5)), .serialized)
+struct StreamBootTests {
+    /// Boots `fixture`'s appliance once with a fresh cache.
+    func boot(_ fixture: StreamBootFixture, mode: PrefetchMode, cache: String, origin: String? = nil,
+              onMachine: @escaping @Sendable (Machine) -> Void = { _ in },
+              configure: (inout StreamBootSession.Options) -> Void = { _ in }) async throws -> StreamBootSession.Outcome {
+        let loader = try fixture.loader(cache: cache, retry: RetryPolicy(attemptsPerOrigin: 2, backoffSeconds: [0.05]), origin: origin)
+        defer { loader.client.fetcher.shutdown() }
+        var options = StreamBootSession.Options(reference: try fixture.catalog.loadCatalog(trust: .insecure)!.index.appliances.keys.sorted().first!)
+        options.prefetch = mode
+        options.timeout = .seconds(120)
+        configure(&options)
+        return try await StreamBootSession(loader: loader, options: options, logger: fixture.logger).boot(onMachine: onMachine)
+    }
+
+    @Test func blkGuestReadsAndWritesItsStreamedDisk() async throws {
+        let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=blk", sectors: 2048)
+        try await fixture.startServer()
+        for mode in PrefetchMode.allCases {
+            let outcome = try await boot(fixture, mode: mode, cache: "cache-\(mode.rawValue)")
+            #expect(outcome.reason == .powerOff(code: 0), "\(mode): \(outcome.console)")
+            #expect(outcome.console.contains("STREAMVM-READY"))
+            #expect(outcome.report.readySeconds != nil)
+            // The guest read sector 0 and the last sector; the write went to the overlay.
+            let touched = Set(outcome.trace.records.map(\.location.index))
+            #expect(touched.contains(0) && touched.contains(255), "\(mode): \(touched.sorted())")
+        }
+        await fixture.stopServer()
+    }
+
+    @Test func tracesTrainAModelThatTheNextBootPrefetchesWith() async throws {
+        // 4 MiB disk at 4 KiB chunks; the guest reads 96 pseudo-random 4 KiB blocks, then 1 MiB sequentially.
+        let fixture = try StreamBootFixture(name: "replay", commandLine: "mode=blkbench count=96 seqmib=1", sectors: 8192, patterned: false)
+        try await fixture.startServer()
+        let first = try await boot(fixture, mode: .none, cache: "cache-none")
+        #expect(first.reason == .powerOff(code: 0), "\(first.console)")
+        let misses = first.trace.records.filter { $0.outcome == .demandMiss }.count
+        #expect(misses > 50)
+        #expect(first.trace.records.allSatisfy { $0.guestSeconds != nil })
+
+        // Upload the trace as the CLI does, then learn from it.
+        let uploader = try TraceUploader(origin: try Origin(fixture.url), tokenFile: fixture.tokenFile)
+        let trace = first.trace
+        _ = try await Task.detached { try uploader.upload(trace) }.value
+        let report = try ModelPublisher(catalog: fixture.catalog, key: fixture.key, traceRoot: fixture.traceRoot, logger: fixture.logger)
+            .learn(appliance: "replay")
+        #expect(report.runs == 1 && report.published)
+
+        for mode in [PrefetchMode.vtube, .workingset] {
+            let second = try await boot(fixture, mode: mode, cache: "cache-\(mode.rawValue)")
+            #expect(second.reason == .powerOff(code: 0), "\(mode): \(second.console)")
+            #expect(second.report.model == report.model.hex)
+            let hits = second.trace.records.filter { $0.outcome == .prefetchHit }.count
+            let secondMisses = second.trace.records.filter { $0.outcome == .demandMiss }.count
+            #expect(hits > 0, "\(mode): \(second.report)")
+            #expect(secondMisses < misses, "\(mode): \(secondMisses) misses with the model, \(misses) without")
+            if mode == .workingset {
+                // REAP: the whole recorded working set is local before the guest runs.
+                #expect(secondMisses == 0)
+            }
+        }
+        await fixture.stopServer()
+    }
+
+    @Test func appliancesWithAMemorySnapshotAreRefusedUntilLazyMemoryLands() async throws {
+        let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=hello", sectors: 64)
+        // Republish with a memory snapshot beside the disk.
+        let appliance = fixture.base + "/appliance"
+        try Data(repeating: 7, count: 8192).write(to: URL(fileURLWithPath: appliance + "/memory.img"))
+        var config = try JSONDecoder().decode(ApplianceConfig.self, from: Data(contentsOf: URL(fileURLWithPath: appliance + "/appliance.json")))
+        config.version = "2"
+        try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: appliance + "/appliance.json"))
+        var options = PublishOptions()
+        options.trainDictionary = false
+        _ = try Publisher(catalog: fixture.catalog, key: fixture.key, options: options, logger: fixture.logger).publish(try ApplianceDirectory(path: appliance))
+        try await fixture.startServer()
+        await #expect(throws: StreamBootError.self) {
+            _ = try await boot(fixture, mode: .vtube, cache: "cache", configure: { $0.reference = "blkguest@2" })
+        }
+        await fixture.stopServer()
+    }
+
+    @Test func aLinkThatStaysDownEndsTheRunWithAClearErrorAfterTheDeadline() async throws {
+        let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=blk", sectors: 2048)
+        try await fixture.startServer()
+        // The link: a proxy in front of the server, cut (listener and connections) as the guest starts.
+        let link = try ShapingProxy(upstreamPort: UInt16(fixture.port), rateBitsPerSecond: 1e9, rttSeconds: 0.001)
+        let started = ContinuousClock.now
+        let outcome = try await boot(fixture, mode: .none, cache: "cache", origin: link.url, onMachine: { _ in link.stop() }) {
+            $0.readDeadlineSeconds = 2
+        }
+        let elapsed = ContinuousClock.now - started
+        guard case .failure(let message) = outcome.reason else {
+            Issue.record("expected a failure, the run ended with \(outcome.reason)")
+            return
+        }
+        #expect(message.contains("the disk stopped answering"), "\(message)")
+        #expect(elapsed >= .seconds(2))
+        #expect(!outcome.console.contains("STREAMVM-READY"))
+        await fixture.stopServer()
+    }
+
+    @Test func aLinkThatDropsMidBootStallsTheGuestAndResumesWithCorrectBytes() async throws {
+        let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=blk", sectors: 2048)
+        try await fixture.startServer()
+        let link = try SwitchableLink(upstreamPort: UInt16(fixture.port))
+        defer { link.stop() }
+        let started = ContinuousClock.now
+        // The link goes down as the guest starts and comes back 1.5 s later.
+        let outcome = try await boot(fixture, mode: .none, cache: "cache", origin: link.url, onMachine: { _ in
+            link.cut()
+            DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) { link.restore() }
+        }) { $0.readDeadlineSeconds = 30 }
+        #expect(outcome.reason == .powerOff(code: 0), "\(outcome.console)")
+        // The guest checks every byte it reads against the published pattern.
+        #expect(outcome.console.contains("ok   sectors 0-7 hold the host's pattern"))
+        #expect(outcome.console.contains("ok   last sector holds the host's pattern"))
+        #expect(!outcome.console.contains("FAIL"))
+        #expect(ContinuousClock.now - started >= .seconds(1.5))
+        link.stop()
+        // Not awaited: after a cut link the server's graceful shutdown waits about 29 s for a
+        // connection to close (noted for the server's owner); cancelling is enough to end it.
+        fixture.cancelServer()
+    }
+}

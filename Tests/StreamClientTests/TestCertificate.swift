@@ -1,0 +1,31 @@
+import Foundation
+
+/// A throwaway self-signed certificate for 127.0.0.1 (openssl CLI), for https origins in tests.
+struct TestCertificate {
+    let certificate: String
+    let key: String
+
+    /// Writes `cert.pem` and `key.pem` into `directory`; nil (with a visible message) without openssl.
+    static func make(in directory: String) async throws -> TestCertificate? {
+        let openssl = "/usr/bin/openssl"
+        guard FileManager.default.isExecutableFile(atPath: openssl) else {
+            print("SKIPPED: openssl is not installed; TLS variant not run")
+            return nil
+        }
+        let certificate = "\(directory)/cert.pem", key = "\(directory)/key.pem"
+        let status = try await offPool { () -> Int32 in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: openssl)
+            process.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                                 "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                                 "-keyout", key, "-out", certificate]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        guard status == 0 else { throw POSIXError(.EIO) }
+        return TestCertificate(certificate: certificate, key: key)
+    }
+}
