@@ -77,8 +77,10 @@ while [ "$i" -le "$runs" ]; do
     while kill -0 "$pid" 2>/dev/null; do
         if [ -z "$ready" ] && grep -q "^$marker" "$log" 2>/dev/null; then
             ready=$(( $(uptime_cs) - start ))
-            # The VMM is the child of `timeout`: its VmRSS while the guest is up and ready.
-            vmm=$(child_of "$pid")
+            # The VMM's VmRSS while the guest is up and ready. Busybox's timeout execs the command in
+            # its own process (a child does the timing); another timeout may fork it as a child.
+            vmm=$pid
+            [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = timeout ] && vmm=$(child_of "$pid")
             [ -n "$vmm" ] && rss_kib=$(awk '/^VmRSS:/ { print $2 }' "/proc/$vmm/status" 2>/dev/null)
             [ -n "$rss_kib" ] || rss_kib=null
             echo "APPLIANCE-BOOT run=$i reached $marker after $(seconds "$ready")s (VMM resident ${rss_kib} KiB)"
