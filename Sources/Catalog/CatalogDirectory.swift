@@ -45,6 +45,21 @@ public final class CatalogDirectory: @unchecked Sendable {
         try AtomicFile.write(data, to: filePath(object))
     }
 
+    /// Runs `body` holding an exclusive lock on the catalogue directory (flock on the directory
+    /// itself, so no lock file appears among the served objects). Every writer of catalog.json
+    /// (publish, learn, uploads to a server) reads, changes and writes it inside this lock, so two
+    /// processes updating the same catalogue cannot lose each other's change. The lock goes with the
+    /// descriptor, also when the process dies.
+    public func withCatalogLock<T>(_ body: () throws -> T) throws -> T {
+        let descriptor = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw CatalogError.io(path: root, errno: errno) }
+        defer { close(descriptor) }
+        while flock(descriptor, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw CatalogError.io(path: root, errno: errno) }
+        }
+        return try body()
+    }
+
     /// Reads and verifies catalog.json; an absent file is an empty catalogue.
     public func loadCatalog(trust: SignedCatalog.Trust) throws -> SignedCatalog? {
         guard contains(.catalog) else { return nil }

@@ -94,7 +94,7 @@ public final class Publisher {
         let manifestDigest = Digest.of(manifestBytes)
         if try catalog.write(.manifest(manifestDigest), data: manifestBytes) { bytesStored += manifestBytes.count }
 
-        try updateCatalog(existing: existing?.index, config: config, manifest: manifestDigest, size: Int(totalBytes))
+        try updateCatalog(config: config, manifest: manifestDigest, size: Int(totalBytes))
 
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9
         return PublishSummary(
@@ -105,8 +105,20 @@ public final class Publisher {
     }
 
     /// Adds the version to the index and writes a newly signed catalog.json, unless it is already there.
-    private func updateCatalog(existing: CatalogIndex?, config: ApplianceConfig, manifest: Digest, size: Int) throws {
-        var index = existing ?? CatalogIndex()
+    /// The catalogue is read again under the catalogue lock: a model learned or a version published
+    /// by another process while this one was chunking is kept, not overwritten.
+    private func updateCatalog(config: ApplianceConfig, manifest: Digest, size: Int) throws {
+        try catalog.withCatalogLock {
+            let current = try catalog.loadCatalog(trust: .insecure)
+            if let current, current.signer != key?.publicKey {
+                throw ServerError.catalogKeyMismatch(path: catalog.filePath(.catalog))
+            }
+            try updateIndex(current?.index ?? CatalogIndex(), config: config, manifest: manifest, size: size)
+        }
+    }
+
+    private func updateIndex(_ index: CatalogIndex, config: ApplianceConfig, manifest: Digest, size: Int) throws {
+        var index = index
         if let current = index.appliances[config.name]?.versions[config.version] {
             if current.manifest == manifest {
                 logger.info("already published", metadata: ["appliance": "\(config.name)@\(config.version)"])

@@ -2,6 +2,7 @@ import Catalog
 import Foundation
 import Logging
 import StreamServer
+import Synchronization
 import Testing
 
 /// A scratch appliance and catalogue in a temp directory.
@@ -131,6 +132,64 @@ struct PublishFixture {
         #expect(signed.index.appliances["demo"]?.versions.count == 2)
         #expect(signed.index.generation == 2)
         #expect(try fixture.reassemble(.disk, reference: "demo@1.1", trust: key.publicKey) == disk)
+    }
+
+    /// Another writer (a learner, a second publish) changes catalog.json while this publish is
+    /// chunking: the publish must add its version to the catalogue as it is then, not to the one it
+    /// read at its start.
+    @Test func concurrentCatalogueChangeIsKept() throws {
+        let fixture = try PublishFixture()
+        defer { fixture.cleanup() }
+        try fixture.writeConfig()
+        try fixture.writeArtifact("disk.img", PublishFixture.diskImage(chunkSize: fixture.chunkSize, chunks: 30))
+        let key = SigningKey()
+        _ = try fixture.publish(key: key, dictionary: false)
+
+        try fixture.writeConfig(version: "2.0")
+        try fixture.writeArtifact("disk.img", PublishFixture.diskImage(chunkSize: fixture.chunkSize, chunks: 30, seed: 2))
+        let store = try CatalogDirectory(root: fixture.catalog)
+        let model = Digest.of(Array("a model from another process".utf8))
+        let changed = Mutex(false)
+        var options = PublishOptions()
+        options.chunkSize = fixture.chunkSize
+        options.trainDictionary = false
+        // The progress callback runs mid-publish, after the publisher read catalog.json.
+        let summary = try Publisher(catalog: store, key: key, options: options, logger: Logger(label: "test"))
+            .publish(try ApplianceDirectory(path: fixture.appliance)) { _, _ in
+                guard changed.withLock({ done in defer { done = true }; return !done }) else { return }
+                try? store.withCatalogLock {
+                    var index = try #require(try store.loadCatalog(trust: .insecure)).index
+                    index.appliances["demo"]?.model = model
+                    index.generation += 1
+                    try store.write(.catalog, data: try SignedCatalog(index: index, key: key).encoded())
+                }
+            }
+        #expect(changed.withLock { $0 })
+        let signed = try #require(try store.loadCatalog(trust: .key(key.publicKey)))
+        #expect(signed.index.appliances["demo"]?.model == model, "the concurrent change survived")
+        #expect(signed.index.appliances["demo"]?.versions["2.0"]?.manifest == summary.manifest)
+        #expect(signed.index.appliances["demo"]?.versions["1.0"] != nil)
+        #expect(signed.index.generation == 3)
+    }
+
+    @Test func catalogueLockExcludesAnotherHolder() throws {
+        let fixture = try PublishFixture()
+        defer { fixture.cleanup() }
+        let store = try CatalogDirectory(root: fixture.catalog, create: true)
+        let events = Mutex<[String]>([])
+        let holding = DispatchSemaphore(value: 0)
+        let holder = Thread {
+            // A second descriptor on the directory, as another process would have.
+            try? CatalogDirectory(root: fixture.catalog).withCatalogLock {
+                holding.signal()
+                usleep(200_000)
+                events.withLock { $0.append("holder released") }
+            }
+        }
+        holder.start()
+        holding.wait()
+        try store.withCatalogLock { events.withLock { $0.append("waiter entered") } }
+        #expect(events.withLock { $0 } == ["holder released", "waiter entered"])
     }
 
     @Test func badAppliancesLeaveTheCatalogueUntouched() throws {

@@ -73,13 +73,25 @@ public final class ModelPublisher: Sendable {
         let digest = Digest.of(bytes)
         try catalog.write(.model(digest), data: bytes)
 
-        var index = signed.index
-        var published = false
-        if index.appliances[resolved.name]?.model != digest {
+        // Read-modify-write of catalog.json under the catalogue lock, from the catalogue as it is now:
+        // a publish that ran while the traces were read must not be undone.
+        let (published, generation) = try catalog.withCatalogLock { () throws -> (Bool, Int) in
+            guard let latest = try catalog.loadCatalog(trust: .insecure) else {
+                throw ServerError.invalidOption("\(catalog.root) lost its catalog.json while learning")
+            }
+            if latest.signer != key?.publicKey { throw ServerError.catalogKeyMismatch(path: catalog.filePath(.catalog)) }
+            var index = latest.index
+            // The version was republished meanwhile: this model describes a manifest no longer served.
+            guard index.appliances[resolved.name]?.versions[resolved.version]?.manifest == resolved.entry.manifest else {
+                logger.warning("version republished while learning; model not published",
+                               metadata: ["appliance": "\(resolved.name)@\(resolved.version)"])
+                return (false, index.generation)
+            }
+            guard index.appliances[resolved.name]?.model != digest else { return (false, index.generation) }
             index.appliances[resolved.name]?.model = digest
             index.generation += 1
             try catalog.write(.catalog, data: try SignedCatalog(index: index, key: key).encoded())
-            published = true
+            return (true, index.generation)
         }
         logger.info("learned access-order model", metadata: [
             "appliance": "\(resolved.name)@\(resolved.version)", "model": "\(digest.short)", "runs": "\(traces.count)",
@@ -87,7 +99,7 @@ public final class ModelPublisher: Sendable {
         ])
         return LearnReport(appliance: resolved.name, version: resolved.version, model: digest, runs: traces.count, skipped: skipped,
                            clusters: model.clusters.count, workingSetBytes: model.workingSetBytes, published: published,
-                           generation: index.generation)
+                           generation: generation)
     }
 
     /// Trace files of `appliance`, newest first (names start with a UTC timestamp).

@@ -92,13 +92,14 @@ public final class ObjectUploads: Sendable {
         }
         let directory = store.directory
         let outcome = try await threadPool.runIfActive { [catalogLock] () throws -> Outcome in
-            try catalogLock.withLock {
+            // The directory lock also excludes `streamvm publish` and `learn` in other processes.
+            try catalogLock.withLock { try directory.withCatalogLock {
                 if let current = try? directory.loadCatalog(trust: .insecure), candidate.index.generation < current.index.generation {
                     return .conflict("generation \(candidate.index.generation) is older than the served generation \(current.index.generation)")
                 }
                 try directory.write(.catalog, data: data)
                 return .stored
-            }
+            } }
         }
         if outcome == .stored {
             store.invalidate(.catalog)
