@@ -3,6 +3,7 @@ import Catalog
 import Foundation
 import Logging
 import StreamBoot
+import StreamClient
 
 /// `streamvm bench stream`: time to ready and stalls per prefetch mode over an emulated WAN.
 struct BenchStreamCommand: AsyncParsableCommand {
@@ -27,6 +28,12 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @Option(help: "Where the figures come from, e.g. 'testguest replay on the PVM dev host'.")
     var source = "unspecified"
 
+    @Option(help: "Time dilation factor N (DieCast): the profile's rate is divided by N and its RTT multiplied by N, for a guest whose CPU is N times slower than the hardware the profile stands for (the TCG lab).")
+    var dilation = 1.0
+
+    @Option(help: "Seconds each boot may run before it is stopped.")
+    var timeout = 600.0
+
     @Option(help: "Write the JSON report to this file.")
     var json: String?
 
@@ -34,15 +41,24 @@ struct BenchStreamCommand: AsyncParsableCommand {
     var svg: String?
 
     func run() async throws {
-        guard let chosen = StreamBenchmark.Profile.all.first(where: { $0.name == profile }) else {
+        guard var chosen = StreamBenchmark.Profile.all.first(where: { $0.name == profile }) else {
             throw ValidationError("--profile must be one of \(StreamBenchmark.Profile.all.map(\.name).joined(separator: ", "))")
         }
+        guard dilation >= 1, dilation <= 1000 else { throw ValidationError("--dilation must be between 1 and 1000") }
+        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        chosen.rateMbit /= dilation
+        chosen.rttMs *= dilation
         var logger = Logger(label: "streamvm.bench.stream")
         logger.logLevel = .warning
         var benchmark = StreamBenchmark(applianceDirectory: appliance, profile: chosen, logger: logger)
         benchmark.trainingRuns = quick ? 1 : 3
         benchmark.source = source
-        let (report, timelines) = try await benchmark.run()
+        benchmark.timeoutSeconds = timeout
+        // What the proxy really delivers where the benchmark runs (it may run on a slow CPU, e.g. the lab).
+        let link = try LinkAccuracyProbe.measure(rateBitsPerSecond: chosen.rateMbit * 1e6, rttSeconds: chosen.rttMs / 1000)
+        var (report, timelines) = try await benchmark.run()
+        report.link = link
+        report.dilation = dilation
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let bytes = try encoder.encode(report)
@@ -58,5 +74,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
                   + String(format: "%.2f | %.2f |", result.stall_s, Double(result.bytes) / 1e6))
         }
         print(String(format: "\noracle TTR %.2f s (%@)", report.oracle_ttr_s, report.source))
+        print(String(format: "link measured %.2f Mbit/s, RTT %.1f ms (nominal %.2f Mbit/s, %.1f ms); dilation %.2f",
+                     link.measuredRateMbit, link.measuredRTTms, link.nominalRateMbit, link.nominalRTTms, dilation))
     }
 }

@@ -29,6 +29,9 @@ public struct StreamBenchmark: Sendable {
         /// Diagnostics beyond the issue's shape: bytes local when the guest started, all demand misses.
         public var buffered_bytes: Int
         public var demand_misses: Int
+        /// Seconds from the start of the boot until the vCPUs started (kernel, initrd, buffering): for
+        /// `full`, ttr_s minus this is the guest's own time to ready with everything local (compute floor).
+        public var guest_start_s: Double? = nil
     }
 
     /// The JSON shape the issue names, plus where the figures come from.
@@ -39,6 +42,12 @@ public struct StreamBenchmark: Sendable {
         public var modes: [String: ModeResult]
         public var training_runs: Int
         public var source: String
+        /// Time to ready of each (unshaped, loopback) training run.
+        public var training_ttr_s: [Double]? = nil
+        /// The emulated link as measured through a ShapingProxy just before the runs (set by the CLI).
+        public var link: LinkAccuracyProbe.Result? = nil
+        /// Time dilation factor N the profile was scaled by (rate ÷ N, RTT × N; set by the CLI).
+        public var dilation: Double? = nil
     }
 
     /// Bytes received over time and stalls of one mode's run, for the timeline.
@@ -92,9 +101,11 @@ public struct StreamBenchmark: Sendable {
 
         // Training runs, unshaped, each uploading its trace; then learn.
         let uploader = try TraceUploader(origin: direct, tokenFile: tokenFile)
+        var trainingReady: [Double] = []
         for run in 0..<trainingRuns {
             let outcome = try await boot(name, mode: .none, origin: direct, cache: "\(work)/train-cache-\(run)").outcome
-            guard outcome.report.readySeconds != nil else { throw ClientError.benchmark("training run \(run) never became ready: \(outcome.reason)") }
+            guard let ready = outcome.report.readySeconds else { throw ClientError.benchmark("training run \(run) never became ready: \(outcome.reason)") }
+            trainingReady.append(ready)
             let trace = outcome.trace
             _ = try await Task.detached { try uploader.upload(trace) }.value
         }
@@ -114,7 +125,8 @@ public struct StreamBenchmark: Sendable {
             results[mode.rawValue] = ModeResult(ttr_s: report.readySeconds, stall_count: report.stallsAfterReady,
                                                 stall_s: report.stallSecondsAfterReady, bytes: report.bytesReceived, stop: report.stopReason,
                                                 buffered_bytes: report.bufferedBytes,
-                                                demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count)
+                                                demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count,
+                                                guest_start_s: report.traceStartSeconds + (report.bufferingSeconds ?? 0))
             let offset = report.traceStartSeconds
             timelines.append(Timeline(mode: mode, samples: samples,
                                       stalls: outcome.trace.records.filter { $0.stallSeconds > 0 }.map { (offset + $0.wallSeconds - $0.stallSeconds, $0.stallSeconds) },
@@ -125,7 +137,8 @@ public struct StreamBenchmark: Sendable {
         }
         let needed = try neededBeforeReady ?? Self.bootBytes(catalog: catalog, appliance: name)
         let oracle = profile.rttMs / 1000 + Double(needed) / profile.rateBytesPerSecond
-        return (Report(appliance: name, profile: profile.name, oracle_ttr_s: oracle, modes: results, training_runs: trainingRuns, source: source),
+        return (Report(appliance: name, profile: profile.name, oracle_ttr_s: oracle, modes: results, training_runs: trainingRuns, source: source,
+                       training_ttr_s: trainingReady),
                 timelines)
     }
 

@@ -1,0 +1,55 @@
+#!/bin/sh
+# Runs inside the lab (busybox sh), called by scripts/lab-stream-bench: `streamvm bench stream` on an
+# appliance with everything (publish, catalogue server, shaping proxy, client, VMM) inside the lab,
+# first on the profile as it is, then time-dilated (DieCast): the profile's rate ÷ N and RTT × N,
+# where N is how many times slower the lab runs a fixed CPU-bound job (cpu-probe.sh) than the host
+# did, so a guest whose CPU is N times slower sees the link the profile means relative to its CPU.
+# Writes to /lab/out: stream-<profile>.{json,svg,log}, stream-<profile>-dilated.{json,svg,log},
+# cpu-probe-lab-{1,2}.txt, dilation.txt.
+#
+# Usage: stream-bench.sh <appliance dir> <profile> <host CPU seconds of cpu-probe> <auto|off|N>
+#                        <seconds per boot> <training runs: 1 or 3> <source label>
+set -u
+appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7
+out=/lab/out
+mkdir -p "$out"
+# Server, proxy and client talk over 127.0.0.1: the lab's init leaves the loopback interface down.
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || { echo "STREAM-BENCH FAILED: cannot bring up lo"; exit 1; }
+quick=
+[ "$training" = 1 ] && quick=--quick
+status=0
+
+# One bench stream run; its table and JSON also go to the console (the results survive a lost copy).
+bench() { # <name> <dilation> <label>
+    echo "STREAM-BENCH start $1 (dilation $2) at uptime $(cut -d' ' -f1 /proc/uptime)"
+    streamvm bench stream --appliance "$appliance" --profile "$profile" $quick --dilation "$2" \
+        --timeout "$boot_timeout" --source "$source$3" --json "$out/$1.json" --svg "$out/$1.svg" 2>&1 |
+        tee "$out/$1.log"
+    # The pipeline's status is tee's: the JSON file says whether the run finished.
+    if [ -s "$out/$1.json" ]; then
+        echo "STREAM-BENCH done $1 at uptime $(cut -d' ' -f1 /proc/uptime)"
+    else
+        echo "STREAM-BENCH FAILED $1: no JSON (see $out/$1.log)"
+        status=1
+    fi
+}
+
+probe() { # <n>
+    sh /lab/cpu-probe.sh 5 /bin/busybox | tee "$out/cpu-probe-lab-$1.txt"
+}
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1"; }
+
+probe 1
+bench "stream-$profile" 1 ""
+if [ "$dilation" = off ]; then exit "$status"; fi
+if [ "$dilation" = auto ]; then
+    probe 2
+    # N = the lab's median wall seconds (mean of the two probes, one each side of the undilated run)
+    # ÷ the host's median CPU seconds for the same job.
+    dilation=$(awk -v a="$(field "$out/cpu-probe-lab-1.txt" median_s)" -v b="$(field "$out/cpu-probe-lab-2.txt" median_s)" \
+        -v h="$host_cpu" 'BEGIN { if (h <= 0 || a <= 0 || b <= 0) exit 1; printf "%.1f", (a + b) / 2 / h }') || {
+        echo "STREAM-BENCH FAILED: could not compute the dilation factor (host $host_cpu s)"; exit 1; }
+fi
+echo "dilation=$dilation host_cpu_median_s=$host_cpu" | tee "$out/dilation.txt"
+bench "stream-$profile-dilated" "$dilation" ", time-dilated by N=$dilation (rate / N, RTT x N)"
+exit "$status"
