@@ -54,6 +54,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         benchmark.trainingRuns = quick ? 1 : 3
         benchmark.source = source
         benchmark.timeoutSeconds = timeout
+        benchmark.timerScale = dilation
         // What the proxy really delivers where the benchmark runs (it may run on a slow CPU, e.g. the lab).
         let link = try LinkAccuracyProbe.measure(rateBitsPerSecond: chosen.rateMbit * 1e6, rttSeconds: chosen.rttMs / 1000)
         var (report, timelines) = try await benchmark.run()

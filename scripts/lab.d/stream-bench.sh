@@ -8,9 +8,10 @@
 # cpu-probe-lab-{1,2}.txt, dilation.txt.
 #
 # Usage: stream-bench.sh <appliance dir> <profile> <host CPU seconds of cpu-probe> <auto|off|N>
-#                        <seconds per boot> <training runs: 1 or 3> <source label>
+#                        <seconds per boot> <training runs: 1 or 3> <source label> [dilated-only]
+# dilated-only (with a numeric dilation): skip the undilated run.
 set -u
-appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7
+appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7 only=${8:-}
 out=/lab/out
 mkdir -p "$out"
 # Server, proxy and client talk over 127.0.0.1: the lab's init leaves the loopback interface down.
@@ -40,10 +41,10 @@ probe() { # <n>
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1"; }
 
 probe 1
-bench "stream-$profile" 1 ""
+[ "$only" = dilated-only ] || bench "stream-$profile" 1 ""
 if [ "$dilation" = off ]; then exit "$status"; fi
+probe 2
 if [ "$dilation" = auto ]; then
-    probe 2
     # N = the lab's median wall seconds (mean of the two probes, one each side of the undilated run)
     # ÷ the host's median CPU seconds for the same job.
     dilation=$(awk -v a="$(field "$out/cpu-probe-lab-1.txt" median_s)" -v b="$(field "$out/cpu-probe-lab-2.txt" median_s)" \

@@ -64,6 +64,10 @@ public struct StreamBenchmark: Sendable {
     public var modes: [PrefetchMode] = [.full, .none, .workingset, .vtube]
     public var timeoutSeconds = 600.0
     public var source = "unspecified"
+    /// Time dilation (DieCast) for a dilated link: every timeout of the client (fetch stall and
+    /// connect, read deadline, buffering cap) and of the server (stall guard) is multiplied by this,
+    /// so a link N times slower does not trip timers tuned for the undilated one.
+    public var timerScale = 1.0
     let logger: Logger
 
     public init(applianceDirectory: String, profile: Profile, logger: Logger) {
@@ -90,6 +94,7 @@ public struct StreamBenchmark: Sendable {
         options.scrubEnabled = false
         options.tokenFile = tokenFile
         options.traceDirectory = work + "/traces"
+        options.stallTimeout = options.stallTimeout * timerScale
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         // Its own threads: the VM runs of this benchmark must not starve the server (DedicatedThreadsExecutor).
@@ -145,13 +150,20 @@ public struct StreamBenchmark: Sendable {
     /// One boot with a fresh cache, sampling the bytes received every 50 ms.
     private func boot(_ name: String, mode: PrefetchMode, origin: Origin, cache: String) async throws
         -> (outcome: StreamBootSession.Outcome, samples: [(seconds: Double, bytes: Int)]) {
-        let fetcher = try Fetcher(logger: logger)
+        var fetcherConfiguration = Fetcher.Configuration()
+        fetcherConfiguration.stallTimeoutSeconds *= timerScale
+        fetcherConfiguration.connectTimeoutSeconds *= timerScale
+        let fetcher = try Fetcher(configuration: fetcherConfiguration, logger: logger)
         defer { fetcher.shutdown() }
         let client = try CatalogClient(origins: [origin], trust: .insecure, fetcher: fetcher, logger: logger)
         let loader = ChunkLoader(client: client, cache: try ChunkCache(root: cache, capacityBytes: 8 << 30, logger: logger))
         var options = StreamBootSession.Options(reference: name)
         options.prefetch = mode
         options.timeout = .seconds(Int64(timeoutSeconds))
+        options.readDeadlineSeconds *= timerScale
+        var scheduler = PrefetchScheduler<ContinuousClock>.Configuration(mode: mode)
+        scheduler.maximumBuffering = scheduler.maximumBuffering * timerScale
+        options.scheduler = scheduler
         let started = ContinuousClock.now
         let sampler = Task { () -> [(seconds: Double, bytes: Int)] in
             var samples: [(seconds: Double, bytes: Int)] = []
