@@ -16,16 +16,6 @@ packages=(
   gcc binutils libc6-dev # the freestanding test guests
 )
 
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
-done
-if ((${#missing[@]})); then
-  echo "installing: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
 # libcurl >= 8 from Debian's bookworm-backports: bookworm's 7.88.1 cannot reuse an h2c
 # (prior-knowledge) connection (curl issue 10634), so every h2c request would open a connection.
 # The pin lets only curl, libcurl4 and libcurl4-openssl-dev come from backports; everything else
@@ -53,6 +43,16 @@ if [[ ${STREAMVM_SKIP_CURL_BACKPORTS:-0} != 1 ]] && grep -q '^12' /etc/debian_ve
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${curl_packages[@]}" >/dev/null
   dpkg --compare-versions "$(libcurl_version)" ge 8 || { echo "libcurl from bookworm-backports did not install" >&2; exit 1; }
+fi
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # nginx-light's package starts a system nginx on port 80; tests run their own on loopback.
 if command -v systemctl >/dev/null && systemctl is-active --quiet nginx 2>/dev/null; then systemctl stop nginx || true; fi
