@@ -16,6 +16,34 @@ packages=(
   gcc binutils libc6-dev # the freestanding test guests
 )
 
+# libcurl >= 8 from Debian's bookworm-backports: bookworm's 7.88.1 cannot reuse an h2c
+# (prior-knowledge) connection (curl issue 10634), so every h2c request would open a connection.
+# The pin lets only curl, libcurl4 and libcurl4-openssl-dev come from backports; everything else
+# (OpenSSL, nghttp2, ...) stays bookworm's. The backports build depends only on bookworm libraries.
+# STREAMVM_SKIP_CURL_BACKPORTS=1 keeps the distribution's libcurl (the fetcher then falls back to a
+# connection per h2c request at run time).
+curl_packages=(curl libcurl4 libcurl4-openssl-dev)
+backports_sources=/etc/apt/sources.list.d/streamvm-bookworm-backports.sources
+backports_pin=/etc/apt/preferences.d/streamvm-curl-backports
+libcurl_version() { dpkg-query -W -f='${Version}' libcurl4 2>/dev/null || echo 0; }
+if [[ ${STREAMVM_SKIP_CURL_BACKPORTS:-0} != 1 ]] && grep -q '^12' /etc/debian_version 2>/dev/null \
+   && dpkg --compare-versions "$(libcurl_version)" lt 8; then
+  echo "installing libcurl >= 8 from bookworm-backports (pinned to ${curl_packages[*]})"
+  if [[ ! -f $backports_sources ]]; then
+    tmp=$(mktemp "$backports_sources.XXXXXX")
+    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+      'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$tmp"
+    chmod 644 "$tmp" && mv "$tmp" "$backports_sources"
+  fi
+  tmp=$(mktemp "$backports_pin.XXXXXX")
+  printf '%s\n' "Package: ${curl_packages[*]}" 'Pin: release n=bookworm-backports' 'Pin-Priority: 990' '' \
+    'Package: *' 'Pin: release n=bookworm-backports' 'Pin-Priority: -1' >"$tmp"
+  chmod 644 "$tmp" && mv "$tmp" "$backports_pin"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${curl_packages[@]}" >/dev/null
+  dpkg --compare-versions "$(libcurl_version)" ge 8 || { echo "libcurl from bookworm-backports did not install" >&2; exit 1; }
+fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")

@@ -6,8 +6,9 @@ public struct RequestID: Hashable, Sendable, CustomStringConvertible {
 
 /// Decides which queued request starts next. Demand requests start first, in arrival order, limited
 /// only by the stream cap. Prefetch requests start in rank order, and only while the bytes already in
-/// flight fit in the prefetch window (about one bandwidth-delay product): more would sit in server and
-/// socket buffers ahead of the next demand miss without making the link any faster.
+/// flight fit in the prefetch window, which `PrefetchWindowPolicy` sizes from the measured link and
+/// from how recently demand misses happened (wide to fill the pipe, narrow while misses must not
+/// queue behind prefetch).
 /// A pure value type; the transfer loop owns it on its thread.
 struct FetchScheduler {
     struct Entry {
@@ -23,10 +24,8 @@ struct FetchScheduler {
     /// Slots of `maximumInFlight` that prefetch never takes, so a demand miss always starts at once
     /// (with libcurl's h2c workaround each request is a connection, and the connection cap is the same).
     var demandReserve = 8
-    /// Smallest prefetch window in bytes, used before the link is measured and on very short paths.
-    var minimumPrefetchWindowBytes = 256 * 1024
-    /// Window = this many bandwidth-delay products (headroom for rate fluctuation keeps the link full).
-    var windowInBDPs = 1.5
+    /// Sizes the prefetch window; sees every change between "demand pending" and "none pending".
+    var window = PrefetchWindowPolicy()
 
     private var demandQueue: [Entry] = []
     private var demandHead = 0
@@ -36,9 +35,11 @@ struct FetchScheduler {
     private(set) var inFlight: [RequestID: Entry] = [:]
     private(set) var demandBytesInFlight = 0
     private(set) var prefetchBytesInFlight = 0
+    private(set) var demandInFlightCount = 0
 
     var queuedCount: Int { demandQueue.count - demandHead + prefetchQueue.count }
     var queuedDemandCount: Int { demandQueue.count - demandHead }
+    var isDemandPending: Bool { demandInFlightCount > 0 || queuedDemandCount > 0 }
 
     mutating func enqueue(_ id: RequestID, priority: FetchPriority, weightBytes: Int) {
         let entry = Entry(id: id, priority: priority, weightBytes: max(1, weightBytes), sequence: nextSequence)
@@ -92,6 +93,7 @@ struct FetchScheduler {
             if entry.priority != .demand, priority == .demand {
                 prefetchBytesInFlight -= entry.weightBytes
                 demandBytesInFlight += entry.weightBytes
+                demandInFlightCount += 1
                 entry.priority = .demand
                 inFlight[id] = entry
             }
@@ -103,20 +105,17 @@ struct FetchScheduler {
         insert(entry)
     }
 
-    /// The prefetch window for a link estimate.
-    func prefetchWindowBytes(for link: LinkEstimate) -> Int {
-        guard let bdp = link.bandwidthDelayProductBytes else { return minimumPrefetchWindowBytes }
-        return max(minimumPrefetchWindowBytes, Int(Double(bdp) * windowInBDPs))
-    }
-
     /// Requests to start now, in order; they count as in flight until `finished` is called.
-    mutating func admit(link: LinkEstimate) -> [RequestID] {
+    /// Requests enqueued, promoted or removed since the last call take effect for the window at `now`.
+    mutating func admit(link: LinkEstimate, now: Double) -> [RequestID] {
+        window.observe(demandPending: isDemandPending, link: link, at: now)
         var started: [RequestID] = []
         while demandHead < demandQueue.count, inFlight.count < maximumInFlight {
             let entry = demandQueue[demandHead]
             demandHead += 1
             inFlight[entry.id] = entry
             demandBytesInFlight += entry.weightBytes
+            demandInFlightCount += 1
             started.append(entry.id)
         }
         if demandHead > 64, demandHead * 2 > demandQueue.count {
@@ -124,12 +123,12 @@ struct FetchScheduler {
             demandHead = 0
         }
         guard demandHead == demandQueue.count else { return started }
-        let window = prefetchWindowBytes(for: link)
+        let windowBytes = window.windowBytes(link: link, at: now)
         let prefetchSlots = max(1, maximumInFlight - demandReserve)
         while let next = prefetchQueue.last, inFlight.count < prefetchSlots {
             let occupied = prefetchBytesInFlight + demandBytesInFlight
             // One prefetch may always run, so objects larger than the window still make progress.
-            guard prefetchBytesInFlight == 0 || occupied + next.weightBytes <= window else { break }
+            guard prefetchBytesInFlight == 0 || occupied + next.weightBytes <= windowBytes else { break }
             prefetchQueue.removeLast()
             inFlight[next.id] = next
             prefetchBytesInFlight += next.weightBytes
@@ -138,10 +137,13 @@ struct FetchScheduler {
         return started
     }
 
-    mutating func finished(_ id: RequestID) {
+    /// A started request ended (done, failed or cancelled) at `now`.
+    mutating func finished(_ id: RequestID, link: LinkEstimate, now: Double) {
         guard let entry = inFlight.removeValue(forKey: id) else { return }
         if entry.priority == .demand {
             demandBytesInFlight -= entry.weightBytes
+            demandInFlightCount -= 1
+            window.observe(demandPending: isDemandPending, link: link, at: now)
         } else {
             prefetchBytesInFlight -= entry.weightBytes
         }

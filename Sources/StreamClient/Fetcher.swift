@@ -14,10 +14,13 @@ public final class Fetcher: @unchecked Sendable {
         public var maximumInFlight = 96
         /// Of `maximumInFlight`, slots kept free of prefetch for demand misses.
         public var demandReserve = 8
-        /// Before the link is measured and on very short paths; small enough that on a slow link
+        /// Prefetch window before the link is measured; small enough that on a slow link
         /// (20 Mbit/s, 60 ms: BDP 150 kB) a demand miss does not wait behind several BDPs of prefetch.
-        public var minimumPrefetchWindowBytes = 256 * 1024
-        public var windowInBDPs = 1.5
+        public var unmeasuredPrefetchWindowBytes = 256 * 1024
+        /// Prefetch window, in bandwidth-delay products, while no demand miss is pending or recent.
+        public var openWindowInBDPs = 3.0
+        /// Prefetch window while demand misses are happening (see `PrefetchWindowPolicy`).
+        public var pressuredWindowInBDPs = 1.0
         /// Extra CA bundle for https origins (self-signed edge hosts).
         public var caFile: String?
         public init() {}
@@ -74,8 +77,9 @@ public final class Fetcher: @unchecked Sendable {
         ccurl_multi_setopt_long(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, configuration.maximumInFlight)
         scheduler.maximumInFlight = configuration.maximumInFlight
         scheduler.demandReserve = configuration.demandReserve
-        scheduler.minimumPrefetchWindowBytes = configuration.minimumPrefetchWindowBytes
-        scheduler.windowInBDPs = configuration.windowInBDPs
+        scheduler.window.unmeasuredWindowBytes = configuration.unmeasuredPrefetchWindowBytes
+        scheduler.window.openBDPs = configuration.openWindowInBDPs
+        scheduler.window.pressuredBDPs = configuration.pressuredWindowInBDPs
         let thread = Thread { [self] in run() }
         thread.name = "streamvm-fetcher"
         thread.start()
@@ -216,11 +220,11 @@ public final class Fetcher: @unchecked Sendable {
     }
 
     private func startAdmitted(now: Double) {
-        for id in scheduler.admit(link: estimator.estimate) {
-            guard let spec = queued.removeValue(forKey: id) else { scheduler.finished(id); continue }
+        for id in scheduler.admit(link: estimator.estimate, now: now) {
+            guard let spec = queued.removeValue(forKey: id) else { scheduler.finished(id, link: estimator.estimate, now: now); continue }
             guard let transfer = CurlTransfer(id: id, request: spec.request, now: now, configuration: configuration,
                                               completion: spec.completion) else {
-                scheduler.finished(id)
+                scheduler.finished(id, link: estimator.estimate, now: now)
                 spec.completion(.failure(.transport(code: -1, message: "curl_easy_init failed")))
                 continue
             }
@@ -267,7 +271,7 @@ public final class Fetcher: @unchecked Sendable {
         curl_multi_remove_handle(multi, transfer.handle)
         active.removeValue(forKey: transfer.id)
         activeByHandle.removeValue(forKey: transfer.handle)
-        scheduler.finished(transfer.id)
+        scheduler.finished(transfer.id, link: estimator.estimate, now: monotonicSeconds())
         transfer.onBytes = nil
         transfer.completion(outcome)
     }

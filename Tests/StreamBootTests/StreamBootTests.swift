@@ -75,9 +75,9 @@ struct StreamBootTests {
         await fixture.stopServer()
     }
 
-    @Test func appliancesWithAMemorySnapshotAreRefusedUntilLazyMemoryLands() async throws {
+    @Test func aMemorySnapshotWithoutItsStateIsRefusedWithAClearError() async throws {
         let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=hello", sectors: 64)
-        // Republish with a memory snapshot beside the disk.
+        // Republish with a memory.img but no vmstate.json beside the disk.
         let appliance = fixture.base + "/appliance"
         try Data(repeating: 7, count: 8192).write(to: URL(fileURLWithPath: appliance + "/memory.img"))
         var config = try JSONDecoder().decode(ApplianceConfig.self, from: Data(contentsOf: URL(fileURLWithPath: appliance + "/appliance.json")))
@@ -87,9 +87,10 @@ struct StreamBootTests {
         options.trainDictionary = false
         _ = try Publisher(catalog: fixture.catalog, key: fixture.key, options: options, logger: fixture.logger).publish(try ApplianceDirectory(path: appliance))
         try await fixture.startServer()
-        await #expect(throws: StreamBootError.self) {
+        let error = await #expect(throws: StreamBootError.self) {
             _ = try await boot(fixture, mode: .vtube, cache: "cache", configure: { $0.reference = "blkguest@2" })
         }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("no vmstate.json"))
         await fixture.stopServer()
     }
 

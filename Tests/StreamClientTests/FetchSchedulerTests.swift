@@ -7,11 +7,11 @@ import Testing
 
     @Test func demandStartsBeforeEarlierPrefetch() {
         var scheduler = FetchScheduler()
-        scheduler.minimumPrefetchWindowBytes = 100
+        scheduler.window.unmeasuredWindowBytes = 100
         scheduler.enqueue(id(1), priority: .prefetch(rank: 0), weightBytes: 60)
         scheduler.enqueue(id(2), priority: .prefetch(rank: 1), weightBytes: 60)
         scheduler.enqueue(id(3), priority: .demand, weightBytes: 60)
-        let started = scheduler.admit(link: unmeasured)
+        let started = scheduler.admit(link: unmeasured, now: 0)
         #expect(started.first == id(3))
         // The demand's bytes occupy the window, but one prefetch may always run.
         #expect(started == [id(3), id(1)])
@@ -21,15 +21,15 @@ import Testing
         var scheduler = FetchScheduler()
         scheduler.maximumInFlight = 10
         scheduler.demandReserve = 2
-        scheduler.minimumPrefetchWindowBytes = 1 << 30
+        scheduler.window.unmeasuredWindowBytes = 1 << 30
         for n in 1...20 { scheduler.enqueue(id(UInt64(n)), priority: .prefetch(rank: Double(n)), weightBytes: 10) }
-        #expect(scheduler.admit(link: unmeasured).count == 8)
+        #expect(scheduler.admit(link: unmeasured, now: 0).count == 8)
         scheduler.enqueue(id(100), priority: .demand, weightBytes: 10)
         scheduler.enqueue(id(101), priority: .demand, weightBytes: 10)
-        #expect(scheduler.admit(link: unmeasured) == [id(100), id(101)])
-        scheduler.finished(id(100))
+        #expect(scheduler.admit(link: unmeasured, now: 0) == [id(100), id(101)])
+        scheduler.finished(id(100), link: unmeasured, now: 0)
         // A freed slot inside the reserve does not go back to prefetch while the reserve is in use.
-        #expect(scheduler.admit(link: unmeasured).isEmpty)
+        #expect(scheduler.admit(link: unmeasured, now: 0).isEmpty)
     }
 
     @Test func prefetchWaitsWhileDemandIsQueued() {
@@ -38,28 +38,28 @@ import Testing
         scheduler.enqueue(id(1), priority: .demand, weightBytes: 10)
         scheduler.enqueue(id(2), priority: .demand, weightBytes: 10)
         scheduler.enqueue(id(3), priority: .prefetch(rank: 0), weightBytes: 10)
-        #expect(scheduler.admit(link: unmeasured) == [id(1)])
-        scheduler.finished(id(1))
-        #expect(scheduler.admit(link: unmeasured) == [id(2)])
-        scheduler.finished(id(2))
-        #expect(scheduler.admit(link: unmeasured) == [id(3)])
+        #expect(scheduler.admit(link: unmeasured, now: 0) == [id(1)])
+        scheduler.finished(id(1), link: unmeasured, now: 0)
+        #expect(scheduler.admit(link: unmeasured, now: 0) == [id(2)])
+        scheduler.finished(id(2), link: unmeasured, now: 0)
+        #expect(scheduler.admit(link: unmeasured, now: 0) == [id(3)])
     }
 
     @Test func prefetchWindowFollowsBandwidthDelayProduct() {
         var scheduler = FetchScheduler()
-        scheduler.minimumPrefetchWindowBytes = 1000
-        scheduler.windowInBDPs = 1.0
+        scheduler.window.minimumWindowBytes = 1000
+        scheduler.window.openBDPs = 1.0
         for n in 1...100 { scheduler.enqueue(id(UInt64(n)), priority: .prefetch(rank: Double(n)), weightBytes: 1000) }
         // 1 MB/s × 10 ms = 10 kB window: ten 1 kB requests.
         let link = LinkEstimate(bandwidthBytesPerSecond: 1_000_000, rttSeconds: 0.010, bytesReceived: 0)
-        #expect(scheduler.admit(link: link).count == 10)
+        #expect(scheduler.admit(link: link, now: 0).count == 10)
         #expect(scheduler.prefetchBytesInFlight == 10_000)
-        #expect(scheduler.admit(link: link).isEmpty)
-        scheduler.finished(id(1))
-        #expect(scheduler.admit(link: link) == [id(11)])
+        #expect(scheduler.admit(link: link, now: 0).isEmpty)
+        scheduler.finished(id(1), link: link, now: 0)
+        #expect(scheduler.admit(link: link, now: 0) == [id(11)])
         // A faster link widens the window.
         let faster = LinkEstimate(bandwidthBytesPerSecond: 2_000_000, rttSeconds: 0.010, bytesReceived: 0)
-        #expect(scheduler.admit(link: faster).count == 10)
+        #expect(scheduler.admit(link: faster, now: 0).count == 10)
     }
 
     @Test func queuedPrefetchCanBeCancelledAndReordered() {
@@ -71,9 +71,9 @@ import Testing
         let removed = scheduler.removeQueued(id(1))
         #expect(removed)
         scheduler.reprioritize(id(3), to: .prefetch(rank: 0))
-        #expect(scheduler.admit(link: unmeasured) == [id(3)])
-        scheduler.finished(id(3))
-        #expect(scheduler.admit(link: unmeasured) == [id(2)])
+        #expect(scheduler.admit(link: unmeasured, now: 0) == [id(3)])
+        scheduler.finished(id(3), link: unmeasured, now: 0)
+        #expect(scheduler.admit(link: unmeasured, now: 0) == [id(2)])
         let removedRunning = scheduler.removeQueued(id(2))
         #expect(!removedRunning)
     }
@@ -84,14 +84,14 @@ import Testing
         scheduler.enqueue(id(1), priority: .prefetch(rank: 1), weightBytes: 10)
         scheduler.enqueue(id(2), priority: .prefetch(rank: 2), weightBytes: 10)
         scheduler.reprioritize(id(2), to: .demand)
-        #expect(scheduler.admit(link: unmeasured) == [id(2)])
+        #expect(scheduler.admit(link: unmeasured, now: 0) == [id(2)])
         #expect(scheduler.demandBytesInFlight == 10)
     }
 
     @Test func equalRanksKeepSubmissionOrder() {
         var scheduler = FetchScheduler()
         for n in 1...5 { scheduler.enqueue(id(UInt64(n)), priority: .prefetch(rank: 7), weightBytes: 1) }
-        #expect(scheduler.admit(link: unmeasured) == (1...5).map { id(UInt64($0)) })
+        #expect(scheduler.admit(link: unmeasured, now: 0) == (1...5).map { id(UInt64($0)) })
     }
 }
 

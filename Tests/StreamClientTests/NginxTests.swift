@@ -44,6 +44,38 @@ import Testing
         #expect(link.rttSeconds != nil)
     }
 
+    /// Counted at the server: with libcurl >= 8 all h2c requests share one connection, many streams
+    /// at once (libcurl would open up to 6 connections for concurrent requests it could not
+    /// multiplex); with an older libcurl the fetcher's workaround opens one connection per request.
+    @Test func h2cRequestsAreMultiplexedOverOneConnection() async throws {
+        let directory = try TemporaryDirectory()
+        let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkSize: 16384, chunkCount: 60)
+        guard let nginx = try await startNginx(root: fixture.root) else { return }
+        defer { nginx.stop() }
+        let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
+        defer { harness.shutdown() }
+        let urls = Set(fixture.disk.chunks.compactMap { $0 }.map { "\(nginx.url)/\(CatalogObject.chunk($0.id).path)" })
+        let fetcher = harness.fetcher
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for url in urls {
+                group.addTask {
+                    try await fetcher.fetch(FetchRequest(url: url, priority: .prefetch(rank: 0), mode: .h2cPriorKnowledge,
+                                                         maximumBytes: 1 << 20)).httpVersion
+                }
+            }
+            for try await version in group { #expect(version == 2) }
+        }
+        // nginx writes its access log line when a request ends; all have ended here.
+        let perConnection = nginx.requestsPerConnection
+        #expect(perConnection.values.reduce(0, +) == urls.count)
+        if CurlTransfer.priorKnowledgeReuseIsBroken {
+            #expect(perConnection.count == urls.count)
+        } else {
+            #expect(perConnection.count == 1)
+            #expect(perConnection.values.first == urls.count)
+        }
+    }
+
     @Test func fallsBackToHTTP1WhenTheServerHasNoHTTP2() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 20)

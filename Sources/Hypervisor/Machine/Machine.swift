@@ -189,7 +189,10 @@ public final class Machine: @unchecked Sendable {
         }
         self.vcpus = vcpus
         owner.machine = self
-        if let restore = configuration.restore { try restoreDevices(restore.state.devices) }
+        if let restore = configuration.restore {
+            try restoreDevices(restore.state.devices)
+            if !restore.consoleInputOnResume.isEmpty { serial.enqueueInput(restore.consoleInputOnResume) }
+        }
         Self.installKickHandler()
     }
 

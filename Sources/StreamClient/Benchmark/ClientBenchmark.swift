@@ -48,6 +48,8 @@ public struct ClientBenchmark: Sendable {
         public var samples: Int
         public var p50Milliseconds: Double
         public var maxMilliseconds: Double
+        /// The first miss, which meets the wide prefetch window (the later ones find it narrowed).
+        public var firstMilliseconds: Double
         /// The goal: 2 RTT + one average chunk's transfer time.
         public var goalMilliseconds: Double
     }
@@ -60,9 +62,12 @@ public struct ClientBenchmark: Sendable {
         public var compressedBytes: Int
         public var streamvmSeconds: Double
         public var streamvmGoodputMbit: Double
+        /// Connections opened through the link: by streamvm's cold fetch and by curl.
+        public var streamvmConnections: Int
+        public var curlConnections: Int?
         public var curlSeconds: Double?
         public var curlGoodputMbit: Double?
-        /// Why the curl baseline has no figure (curl 7.88's h2c reuse bug makes `--parallel` fail).
+        /// Why the curl baseline has no figure (curl < 8's h2c reuse bug makes `--parallel` fail).
         public var curlError: String?
         /// streamvm goodput ÷ curl goodput.
         public var curlRatio: Double?
@@ -77,6 +82,12 @@ public struct ClientBenchmark: Sendable {
         public var libcurl: String
         /// Whether h2c requests each used a fresh connection (libcurl < 8.0 workaround).
         public var h2cConnectionPerRequest: Bool
+        /// The prefetch window policy measured: open and pressured widths in bandwidth-delay products.
+        public var openWindowInBDPs: Double
+        public var pressuredWindowInBDPs: Double
+        /// 1-minute load average of the host before and after the run (it is shared with other work).
+        public var loadAverageBefore: Double?
+        public var loadAverageAfter: Double?
         public var appliance: String
         public var artifactBytes: Int
         public var chunkSize: Int
@@ -124,6 +135,7 @@ public struct ClientBenchmark: Sendable {
     }
 
     public func run(profiles: [Profile]) async throws -> Report {
+        let loadBefore = Self.loadAverage()
         try AtomicFile.makeDirectories(workDirectory)
         let cached = try await measureCachedReads()
         var results: [ProfileResult] = []
@@ -136,8 +148,17 @@ public struct ClientBenchmark: Sendable {
         defer { probe.shutdown() }
         let disk = try Self.disk(probe.manifest)
         let version = String(cString: curl_version())
-        return Report(libcurl: version, h2cConnectionPerRequest: CurlTransfer.priorKnowledgeReuseIsBroken, appliance: appliance, artifactBytes: disk.size, chunkSize: probe.manifest.chunkSize,
+        let defaults = Fetcher.Configuration()
+        return Report(libcurl: version, h2cConnectionPerRequest: CurlTransfer.priorKnowledgeReuseIsBroken,
+                      openWindowInBDPs: defaults.openWindowInBDPs, pressuredWindowInBDPs: defaults.pressuredWindowInBDPs,
+                      loadAverageBefore: loadBefore, loadAverageAfter: Self.loadAverage(), appliance: appliance, artifactBytes: disk.size, chunkSize: probe.manifest.chunkSize,
                       distinctChunks: probe.manifest.distinctChunks.count, cachedReads: cached, profiles: results)
+    }
+
+    /// The 1-minute load average from /proc/loadavg, or nil where there is none.
+    static func loadAverage() -> Double? {
+        guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return nil }
+        return text.split(separator: " ").first.flatMap { Double($0) }
     }
 
     static func disk(_ manifest: Manifest) throws -> Artifact {
@@ -225,12 +246,15 @@ public struct ClientBenchmark: Sendable {
         let streamvmSeconds = monotonicSeconds() - start
         let estimate = cold.client.fetcher.linkEstimate
         cold.shutdown()
+        let streamvmConnections = proxy.connectionsAccepted
 
         var curlSeconds: Double?
         var curlError: String?
+        var curlConnections: Int?
         do {
             curlSeconds = try CurlBaseline.fetch(urls: chunks.map { "\(transport.url(port: proxy.port))/\(CatalogObject.chunk($0.ref.id).path)" },
                                                  tls: transport.tls, caFile: caFile, workDirectory: workDirectory)
+            curlConnections = proxy.connectionsAccepted - streamvmConnections
         } catch {
             curlError = "\(error)"
         }
@@ -239,7 +263,7 @@ public struct ClientBenchmark: Sendable {
         let curlGoodput = curlSeconds.map { Double(compressedBytes) * 8 / $0 / 1e6 }
         return ProfileResult(profile: profile, transport: transport.name, link: link, objects: chunks.count, compressedBytes: compressedBytes,
                              streamvmSeconds: streamvmSeconds, streamvmGoodputMbit: goodput,
-                             curlSeconds: curlSeconds, curlGoodputMbit: curlGoodput, curlError: curlError,
+                             streamvmConnections: streamvmConnections, curlConnections: curlConnections, curlSeconds: curlSeconds, curlGoodputMbit: curlGoodput, curlError: curlError,
                              curlRatio: curlGoodput.map { goodput / $0 },
                              linkFraction: goodput / link.measuredRateMbit,
                              measuredBandwidthMbit: estimate.bandwidthBytesPerSecond.map { $0 * 8 / 1e6 },
@@ -265,6 +289,7 @@ public struct ClientBenchmark: Sendable {
         // Let the prefetch fill the pipe first.
         try await Task.sleep(nanoseconds: UInt64(max(0.5, profile.rttSeconds * 10) * 1e9))
         var latencies: [Double] = []
+        var first: Double?
         var generator = SystemRandomNumberGenerator()
         let farHalf = Array(indices.suffix(max(1, indices.count / 2)))
         for _ in 0..<(quick ? 5 : 20) {
@@ -272,13 +297,15 @@ public struct ClientBenchmark: Sendable {
             let start = monotonicSeconds()
             _ = try await image.read(offset: index * image.chunkSize, length: min(4096, image.size - index * image.chunkSize))
             latencies.append(monotonicSeconds() - start)
+            if first == nil { first = latencies.last }
             try await Task.sleep(nanoseconds: 200_000_000)
         }
         latencies.sort()
         let averageStored = Double(indices.reduce(0) { $0 + (disk.chunks[$1]?.stored ?? 0) }) / Double(max(1, indices.count))
         let goal = 2 * profile.rttSeconds + averageStored * 8 / profile.rateBitsPerSecond
         return DemandMiss(samples: latencies.count, p50Milliseconds: Self.percentile(latencies, 0.5) * 1000,
-                          maxMilliseconds: (latencies.last ?? 0) * 1000, goalMilliseconds: goal * 1000)
+                          maxMilliseconds: (latencies.last ?? 0) * 1000, firstMilliseconds: (first ?? 0) * 1000,
+                          goalMilliseconds: goal * 1000)
     }
 }
 

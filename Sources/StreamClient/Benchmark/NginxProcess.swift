@@ -48,7 +48,8 @@ public final class NginxProcess: @unchecked Sendable {
         error_log \(prefix)/error.log warn;
         events { worker_connections 256; }
         http {
-            access_log \(prefix)/access.log;
+            log_format streamvm '$remote_addr [$time_local] "$request" $status $body_bytes_sent connection=$connection';
+            access_log \(prefix)/access.log streamvm;
             client_body_temp_path \(prefix)/body;
             proxy_temp_path \(prefix)/proxy;
             fastcgi_temp_path \(prefix)/fastcgi;
@@ -97,6 +98,16 @@ public final class NginxProcess: @unchecked Sendable {
     /// Lines of nginx's access log (one per request).
     public var accessLog: [String] {
         ((try? String(contentsOfFile: "\(prefix)/access.log", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    /// How many requests each client connection carried, by nginx's connection serial number.
+    public var requestsPerConnection: [Int: Int] {
+        var counts: [Int: Int] = [:]
+        for line in accessLog {
+            guard let range = line.range(of: " connection="), let serial = Int(line[range.upperBound...]) else { continue }
+            counts[serial, default: 0] += 1
+        }
+        return counts
     }
 
     public static func freePort() throws -> UInt16 {

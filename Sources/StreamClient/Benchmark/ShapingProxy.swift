@@ -17,6 +17,7 @@ public final class ShapingProxy: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false
     private var sockets: [Int32] = []
+    private var accepted = 0
     private let downlink: Bottleneck
     private let uplink: Bottleneck
 
@@ -52,6 +53,9 @@ public final class ShapingProxy: @unchecked Sendable {
     deinit { stop() }
 
     public var url: String { "http://127.0.0.1:\(port)" }
+
+    /// Connections clients opened through the proxy so far (HTTP/2 multiplexing should need one per origin).
+    public var connectionsAccepted: Int { lock.withLock { accepted } }
 
     public func stop() {
         lock.lock()
@@ -98,6 +102,7 @@ public final class ShapingProxy: @unchecked Sendable {
             setsockopt(upstream, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
             lock.lock()
             sockets += [client, upstream]
+            accepted += 1
             lock.unlock()
             let down = ShapedLink(bottleneck: downlink, oneWayDelay: rttSeconds / 2)
             let up = ShapedLink(bottleneck: uplink, oneWayDelay: rttSeconds / 2)
