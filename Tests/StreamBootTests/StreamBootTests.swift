@@ -54,7 +54,7 @@ struct StreamBootTests {
         // Upload the trace as the CLI does, then learn from it.
         let uploader = try TraceUploader(origin: try Origin(fixture.url), tokenFile: fixture.tokenFile)
         let trace = first.trace
-        _ = try await Task.detached { try uploader.upload(trace) }.value
+        _ = try await offPool { try uploader.upload(trace) }
         let report = try ModelPublisher(catalog: fixture.catalog, key: fixture.key, traceRoot: fixture.traceRoot, logger: fixture.logger)
             .learn(appliance: "replay")
         #expect(report.runs == 1 && report.published)

@@ -89,7 +89,7 @@ struct StreamResumeTests {
             }
         }
         for _ in dataPages { gate.signal() }
-        group.wait()
+        _ = try await offPool { group.wait() }
         for page in dataPages {
             let bytes = try #require(try results.withLock { $0[page] }?.get())
             #expect(bytes == Array(published[(page * 4096)..<((page + 1) * 4096)]), "page \(page)")
@@ -141,7 +141,7 @@ struct StreamResumeTests {
 
         let uploader = try TraceUploader(origin: try Origin(fixture.url), tokenFile: fixture.tokenFile)
         let trace = first.trace
-        _ = try await Task.detached { try uploader.upload(trace) }.value
+        _ = try await offPool { try uploader.upload(trace) }
         let report = try ModelPublisher(catalog: fixture.catalog, key: fixture.key, traceRoot: fixture.traceRoot, logger: fixture.logger)
             .learn(appliance: "resume")
         #expect(report.runs == 1 && report.published)
