@@ -131,6 +131,27 @@ struct StreamResumeTests {
         await fixture.stopServer()
     }
 
+    @Test func aMemoryImageThatDoesNotMatchItsStateIsRefusedPageByPage() async throws {
+        // Published consistently signed, but memory.img was changed after the snapshot: every chunk
+        // verifies, yet page 2100 (chunk 131) no longer matches its digest in vmstate.json.
+        let fixture = try StreamBootFixture(name: "resume", commandLine: "mode=snapshot mib=8", sectors: 64, chunkKiB: 64, snapshot: true) { appliance in
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: appliance + "/memory.img"))
+            try handle.seek(toOffset: UInt64(2100 * 4096 + 8))
+            try handle.write(contentsOf: Data([0xff]))
+            try handle.close()
+        }
+        try await fixture.startServer()
+        let outcome = try await boot(fixture, mode: .none, cache: "cache")
+        guard case .failure(let message) = outcome.reason else {
+            Issue.record("expected the VM to stop with a failure, got \(outcome.reason): \(outcome.console)")
+            await fixture.stopServer()
+            return
+        }
+        #expect(message.contains("guest page 2100") && message.contains("does not match vmstate.json"), "\(message)")
+        #expect(!outcome.console.contains("resumed checksum"))
+        await fixture.stopServer()
+    }
+
     @Test func memoryTracesTrainAModelThatPrefetchesPagesOnTheNextResume() async throws {
         let fixture = try Self.snapshotFixture()
         try await fixture.startServer()
