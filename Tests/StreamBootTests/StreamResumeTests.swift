@@ -10,6 +10,12 @@ import Testing
 /// Stream-boot of an appliance published as a paused VM: the test guest snapshotted at its ready
 /// marker (`mode=snapshot`), served by a real `CatalogServer` on loopback, resumed by `streamvm
 /// boot` with its RAM paged in over the network through userfaultfd as the guest touches it.
+/// Nested in `StreamBootTests` so its `.serialized` covers both. Known server bug, not fixed here:
+/// when a client aborts in-flight HTTP/2 transfers (a VM stopped with prefetches outstanding, a cut
+/// link) and the test then stops its `CatalogServer`, the process sometimes aborts in swift-nio's
+/// HTTP/2 stream set-up ("Deinited NIOAsyncWriter without calling finish()"); seen with tests of
+/// both files running at once.
+extension StreamBootTests {
 @Suite(.enabled(if: KVMSystem.isAvailable && PageFaultHandler.isAvailable, "/dev/kvm or userfaultfd is not available: stream-resume tests skipped"),
        .timeLimit(.minutes(5)), .serialized)
 struct StreamResumeTests {
@@ -133,10 +139,12 @@ struct StreamResumeTests {
 
     @Test func aMemoryImageThatDoesNotMatchItsStateIsRefusedPageByPage() async throws {
         // Published consistently signed, but memory.img was changed after the snapshot: every chunk
-        // verifies, yet page 2100 (chunk 131) no longer matches its digest in vmstate.json.
+        // verifies, yet page 2049 (chunk 128, the region's first) no longer matches its digest in
+        // vmstate.json. (The region's first chunk: no readahead is in flight when the VM stops, which
+        // keeps this test clear of the server crash noted at the top of this file.)
         let fixture = try StreamBootFixture(name: "resume", commandLine: "mode=snapshot mib=8", sectors: 64, chunkKiB: 64, snapshot: true) { appliance in
             let handle = try FileHandle(forUpdating: URL(fileURLWithPath: appliance + "/memory.img"))
-            try handle.seek(toOffset: UInt64(2100 * 4096 + 8))
+            try handle.seek(toOffset: UInt64(2049 * 4096 + 8))
             try handle.write(contentsOf: Data([0xff]))
             try handle.close()
         }
@@ -147,7 +155,7 @@ struct StreamResumeTests {
             await fixture.stopServer()
             return
         }
-        #expect(message.contains("guest page 2100") && message.contains("does not match vmstate.json"), "\(message)")
+        #expect(message.contains("guest page 2049") && message.contains("does not match vmstate.json"), "\(message)")
         #expect(!outcome.console.contains("resumed checksum"))
         await fixture.stopServer()
     }
@@ -181,4 +189,5 @@ struct StreamResumeTests {
         }
         await fixture.stopServer()
     }
+}
 }
