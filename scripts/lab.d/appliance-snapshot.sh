@@ -36,7 +36,7 @@ snapshot_cs=$(( $(uptime_cs) - start ))
 show "$out/snapshot.log"
 [ "$status" = 0 ] || failed "streamvm snapshot --at-ready exited with status $status"
 [ -s "$appliance/vmstate.json" ] && [ -f "$appliance/memory.img" ] || failed "no memory.img / vmstate.json after streamvm snapshot"
-echo "APPLIANCE-SNAPSHOT snapshot_s=$(seconds "$snapshot_cs") memory_img_bytes=$(wc -c <"$appliance/memory.img") memory_img_disk_kib=$(du -k "$appliance/memory.img" | cut -f1) vmstate_bytes=$(wc -c <"$appliance/vmstate.json")"
+echo "APPLIANCE-SNAPSHOT snapshot_s=$(seconds "$snapshot_cs") memory_img_bytes=$(stat -c %s "$appliance/memory.img") memory_img_disk_kib=$(du -k "$appliance/memory.img" | cut -f1) vmstate_bytes=$(stat -c %s "$appliance/vmstate.json")"
 # The guest mounts its root read-only, so the boot must not have changed disk.img; if it did, that
 # disk.img belongs with the snapshot and must be published with it.
 disk_changed=0
