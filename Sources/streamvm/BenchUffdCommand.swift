@@ -41,6 +41,9 @@ struct BenchUffdCommand: ParsableCommand {
     @Option(help: "Instead: restore this appliance's snapshot (from `streamvm snapshot --at-ready`) lazily and eagerly, --restores times each, and report only those figures. It must resume, print its ready marker again, finish its session (STREAMVM-DONE status=0) and power off.")
     var appliance: String?
 
+    @Option(help: "With --appliance: how the fault handler waits for faults, blocking or busyPolling.")
+    var waitMode: String = PageFaultHandler.WaitMode.blocking.rawValue
+
     struct Latency: Codable {
         var p50Nanoseconds: Double
         var p99Nanoseconds: Double
@@ -87,6 +90,7 @@ struct BenchUffdCommand: ParsableCommand {
         var pagesTouchedBySessionEnd: Int
         var guestPages: Int
         var allRestoreMilliseconds: [[Double]]
+        var waitMode: String
     }
 
     struct ApplianceReport: Codable {
@@ -220,6 +224,7 @@ struct BenchUffdCommand: ParsableCommand {
 
     private func runAppliance(_ directory: String) throws {
         guard restores >= 1 else { throw ValidationError("--restores must be positive") }
+        guard let mode = PageFaultHandler.WaitMode(rawValue: waitMode) else { throw ValidationError("--wait-mode must be blocking or busyPolling") }
         let setup = try ApplianceSetup(directory: directory)
         var logger = Logger(label: "streamvm.bench.uffd")
         logger.logLevel = .warning
@@ -234,7 +239,8 @@ struct BenchUffdCommand: ParsableCommand {
             var touchedByEnd = 0
             var guestPages = 0
             for index in 0..<restores {
-                let plan = try RestorePlan.load(directory: directory, loading: loading)
+                var plan = try RestorePlan.load(directory: directory, loading: loading)
+                plan.waitMode = mode
                 let machine = try Machine(configuration: setup.machineConfiguration(restore: plan), logger: logger)
                 let reason = machine.run(timeout: .seconds(1800))
                 let ended = ContinuousClock.now
@@ -262,7 +268,7 @@ struct BenchUffdCommand: ParsableCommand {
                                                    restoreToReadyMilliseconds: median(runs.map { $0[1] }),
                                                    restoreToSessionDoneMilliseconds: median(runs.map { $0[2] }),
                                                    pagesTouchedByReady: touchedByReady, pagesTouchedBySessionEnd: touchedByEnd,
-                                                   guestPages: guestPages, allRestoreMilliseconds: runs))
+                                                   guestPages: guestPages, allRestoreMilliseconds: runs, waitMode: mode.rawValue))
         }
         let report = ApplianceReport(host: Self.hostName(), load: Self.loadAverage(), appliance: setup.config.name,
                                      memoryMiB: setup.config.memoryMiB, restore: figures)
@@ -271,7 +277,7 @@ struct BenchUffdCommand: ParsableCommand {
         let data = try encoder.encode(report)
         print(String(decoding: data, as: UTF8.self))
         if let json { try data.write(to: URL(fileURLWithPath: json), options: .atomic) }
-        print("\n| restore of \(setup.config.name) (\(setup.config.memoryMiB) MiB, median of \(restores)) | → first guest exit ms | → ready ms | → session done ms | pages touched by ready / by end |")
+        print("\n| restore of \(setup.config.name) (\(setup.config.memoryMiB) MiB, \(mode.rawValue) handler, median of \(restores)) | → first guest exit ms | → ready ms | → session done ms | pages touched by ready / by end |")
         print("|---|---|---|---|---|")
         for row in figures {
             let share = { (pages: Int) in row.guestPages == 0 ? 0 : Double(pages) * 100 / Double(row.guestPages) }

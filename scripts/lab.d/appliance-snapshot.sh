@@ -5,7 +5,8 @@
 #   2. streamvm run <dir>                       (resumes lazily: must print the ready marker again,
 #                                                finish its session with STREAMVM-DONE status=0 and exit 0)
 #   3. streamvm run --eager <dir>               (the same with all memory read first; unless <resumes> is 1)
-#   4. streamvm bench uffd --appliance <dir>    (restore figures, lazy and eager; unless <bench restores> is 0)
+#   4. streamvm bench uffd --appliance <dir>    (restore figures, lazy and eager; unless <bench restores> is 0;
+#                                                with BENCH_WAIT_MODES="blocking busyPolling" once per fault-handler mode)
 # and writes the results to <out dir>, with memory.img and vmstate.json when <copy> is 1 (a lab
 # disk copy of a 256 MiB image is slow under TCG; CI only checks the resume). Times are on the lab's clock.
 #
@@ -71,10 +72,13 @@ resume lazy
 [ "$resumes" -ge 2 ] && resume eager --eager
 
 if [ "$bench_restores" -gt 0 ]; then
-    streamvm bench uffd --appliance "$appliance" --restores "$bench_restores" --json "$out/bench-uffd-appliance.json" >"$out/bench.log" 2>&1
-    status=$?
-    show "$out/bench.log"
-    [ "$status" = 0 ] || failed "streamvm bench uffd --appliance exited with status $status"
+    for wait_mode in ${BENCH_WAIT_MODES:-blocking}; do
+        streamvm bench uffd --appliance "$appliance" --restores "$bench_restores" --wait-mode "$wait_mode" \
+            --json "$out/bench-uffd-appliance-$wait_mode.json" >"$out/bench-$wait_mode.log" 2>&1
+        status=$?
+        show "$out/bench-$wait_mode.log"
+        [ "$status" = 0 ] || failed "streamvm bench uffd --appliance --wait-mode $wait_mode exited with status $status"
+    done
 fi
 
 if [ "$copy" = 1 ]; then
