@@ -38,7 +38,7 @@ struct BenchUffdCommand: ParsableCommand {
     @Option(help: "Also write the JSON report to this file.")
     var json: String?
 
-    @Option(help: "Instead: restore this appliance's snapshot (from `streamvm snapshot --at-ready`) lazily and eagerly, --restores times each, and report only those figures. It must resume, print its ready marker again, finish its session (STREAMVM-DONE status=0) and power off.")
+    @Option(help: "Instead: restore this appliance's snapshot (from `streamvm snapshot --at-ready`) lazily, lazily with the pages the last lazy restore touched before ready mapped first (working set), and eagerly, --restores times each, and report only those figures. It must resume, print its ready marker again, finish its session (STREAMVM-DONE status=0) and power off.")
     var appliance: String?
 
     @Option(help: "With --appliance: how the fault handler waits for faults, blocking or busyPolling.")
@@ -233,7 +233,10 @@ struct BenchUffdCommand: ParsableCommand {
         }
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         var figures: [ApplianceRestoreFigures] = []
-        for loading in [RestorePlan.MemoryLoading.lazy, .eager] {
+        // "lazy+working-set": lazy, with the pages the last plain lazy restore touched before it
+        // was ready mapped first (REAP's recorded working set); run after "lazy", which records it.
+        var workingSet: [Int] = []
+        for (label, loading) in [("lazy", RestorePlan.MemoryLoading.lazy), ("lazy+working-set", .lazy), ("eager", .eager)] {
             var runs: [[Double]] = []
             var touchedByReady = 0
             var touchedByEnd = 0
@@ -241,12 +244,13 @@ struct BenchUffdCommand: ParsableCommand {
             for index in 0..<restores {
                 var plan = try RestorePlan.load(directory: directory, loading: loading)
                 plan.waitMode = mode
+                if label == "lazy+working-set" { plan.prefetchPages = workingSet }
                 let machine = try Machine(configuration: setup.machineConfiguration(restore: plan), logger: logger)
                 let reason = machine.run(timeout: .seconds(1800))
                 let ended = ContinuousClock.now
                 let output = machine.console.output
                 guard reason == .powerOff(code: 0), output.contains("STREAMVM-DONE status=0") else {
-                    throw ValidationError("\(loading.rawValue) restore \(index + 1) of \(directory) failed (\(reason)); console:\n\(output.suffix(3000))")
+                    throw ValidationError("\(loading.rawValue) restore \(index + 1) of \(directory) failed (\(reason)) [\(label)]; console:\n\(output.suffix(3000))")
                 }
                 let timing = machine.timing
                 guard let firstExit = timing.firstExit, let ready = timing.ready else {
@@ -257,13 +261,15 @@ struct BenchUffdCommand: ParsableCommand {
                 let log = machine.pageFaultHandler?.faultLog ?? []
                 // Log times count from the handler's start, a few ms after `created`: a slight overcount at most.
                 let readyNanoseconds = UInt64(max(0, milliseconds(readyOffset) * 1e6))
-                touchedByReady = loading == .lazy ? log.filter { $0.nanoseconds <= readyNanoseconds }.count : 0
+                let beforeReady = log.filter { $0.nanoseconds <= readyNanoseconds }
+                if label == "lazy" { workingSet = beforeReady.map(\.page) }
+                touchedByReady = loading == .lazy ? beforeReady.count : 0
                 touchedByEnd = loading == .lazy ? log.count : 0
                 guestPages = machine.pageFaultHandler?.pageCount ?? 0
                 FileHandle.standardError.write(Data(String(format: "bench uffd: %@ restore %d: first exit %.1f ms, ready %.1f ms, done %.1f ms, pages touched by ready %d, by end %d of %d\n",
-                                                           loading.rawValue, index + 1, runs.last![0], runs.last![1], runs.last![2], touchedByReady, touchedByEnd, guestPages).utf8))
+                                                           label, index + 1, runs.last![0], runs.last![1], runs.last![2], touchedByReady, touchedByEnd, guestPages).utf8))
             }
-            figures.append(ApplianceRestoreFigures(loading: loading.rawValue, restores: restores,
+            figures.append(ApplianceRestoreFigures(loading: label, restores: restores,
                                                    restoreToFirstGuestExitMilliseconds: median(runs.map { $0[0] }),
                                                    restoreToReadyMilliseconds: median(runs.map { $0[1] }),
                                                    restoreToSessionDoneMilliseconds: median(runs.map { $0[2] }),

@@ -5,7 +5,7 @@
 #   2. streamvm run <dir>                       (resumes lazily: must print the ready marker again,
 #                                                finish its session with STREAMVM-DONE status=0 and exit 0)
 #   3. streamvm run --eager <dir>               (the same with all memory read first; unless <resumes> is 1)
-#   4. streamvm bench uffd --appliance <dir>    (restore figures, lazy and eager; unless <bench restores> is 0;
+#   4. streamvm bench uffd --appliance <dir>    (restore figures: lazy, lazy with the working set first, eager; unless <bench restores> is 0;
 #                                                with BENCH_WAIT_MODES="blocking busyPolling" once per fault-handler mode)
 # and writes the results to <out dir>, with memory.img and vmstate.json when <copy> is 1 (a lab
 # disk copy of a 256 MiB image is slow under TCG; CI only checks the resume). Times are on the lab's clock.
