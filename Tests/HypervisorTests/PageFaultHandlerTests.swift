@@ -48,7 +48,7 @@ func patternedMemoryImage(pages: Int) -> [UInt8] {
 nonisolated(unsafe) var keptAlive: [AnyObject] = []
 
 @Suite(.enabled(if: PageFaultHandler.isAvailable, "userfaultfd is not available to this process: lazy-memory tests skipped"),
-       .timeLimit(.minutes(2)))
+       .timeLimit(.minutes(2)), .offCooperativePool)
 struct PageFaultHandlerTests {
     static let pages = 64
 
