@@ -36,10 +36,15 @@ struct FetchScheduler {
     private(set) var demandBytesInFlight = 0
     private(set) var prefetchBytesInFlight = 0
     private(set) var demandInFlightCount = 0
+    /// The prefetch window the last `admit` used (for diagnostics).
+    private(set) var lastWindowBytes = 0
 
     var queuedCount: Int { demandQueue.count - demandHead + prefetchQueue.count }
     var queuedDemandCount: Int { demandQueue.count - demandHead }
     var isDemandPending: Bool { demandInFlightCount > 0 || queuedDemandCount > 0 }
+    /// A demand request is pending while prefetch is queued or in flight: only then can prefetch delay
+    /// it, so only then does the window narrow (loading a catalogue before any prefetch does not).
+    var demandCompetesWithPrefetch: Bool { isDemandPending && (prefetchBytesInFlight > 0 || !prefetchQueue.isEmpty) }
 
     mutating func enqueue(_ id: RequestID, priority: FetchPriority, weightBytes: Int) {
         let entry = Entry(id: id, priority: priority, weightBytes: max(1, weightBytes), sequence: nextSequence)
@@ -108,7 +113,7 @@ struct FetchScheduler {
     /// Requests to start now, in order; they count as in flight until `finished` is called.
     /// Requests enqueued, promoted or removed since the last call take effect for the window at `now`.
     mutating func admit(link: LinkEstimate, now: Double) -> [RequestID] {
-        window.observe(demandPending: isDemandPending, link: link, at: now)
+        window.observe(demandPending: demandCompetesWithPrefetch, link: link, at: now)
         var started: [RequestID] = []
         while demandHead < demandQueue.count, inFlight.count < maximumInFlight {
             let entry = demandQueue[demandHead]
@@ -124,16 +129,22 @@ struct FetchScheduler {
         }
         guard demandHead == demandQueue.count else { return started }
         let windowBytes = window.windowBytes(link: link, at: now)
+        lastWindowBytes = windowBytes
         let prefetchSlots = max(1, maximumInFlight - demandReserve)
+        var windowLimited = false
         while let next = prefetchQueue.last, inFlight.count < prefetchSlots {
             let occupied = prefetchBytesInFlight + demandBytesInFlight
             // One prefetch may always run, so objects larger than the window still make progress.
-            guard prefetchBytesInFlight == 0 || occupied + next.weightBytes <= windowBytes else { break }
+            guard prefetchBytesInFlight == 0 || occupied + next.weightBytes <= windowBytes else {
+                windowLimited = true
+                break
+            }
             prefetchQueue.removeLast()
             inFlight[next.id] = next
             prefetchBytesInFlight += next.weightBytes
             started.append(next.id)
         }
+        window.admitted(windowLimited: windowLimited, window: windowBytes, link: link, at: now)
         return started
     }
 
@@ -143,7 +154,7 @@ struct FetchScheduler {
         if entry.priority == .demand {
             demandBytesInFlight -= entry.weightBytes
             demandInFlightCount -= 1
-            window.observe(demandPending: isDemandPending, link: link, at: now)
+            window.observe(demandPending: demandCompetesWithPrefetch, link: link, at: now)
         } else {
             prefetchBytesInFlight -= entry.weightBytes
         }

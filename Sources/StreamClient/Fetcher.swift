@@ -60,6 +60,7 @@ public final class Fetcher: @unchecked Sendable {
     private var active: [RequestID: CurlTransfer] = [:]
     private var activeByHandle: [UnsafeMutableRawPointer: RequestID] = [:]
     private var cancelledBeforeSubmit: Set<RequestID> = []
+    private var lastStateLog = 0.0
 
     public init(configuration: Configuration = Configuration(), logger: Logger) throws {
         CurlGlobal.initialize()
@@ -179,6 +180,10 @@ public final class Fetcher: @unchecked Sendable {
             let after = monotonicSeconds()
             estimator.tick(at: after, busy: !active.isEmpty)
             publish()
+            if after - lastStateLog >= 1, logger.logLevel <= .trace {
+                lastStateLog = after
+                logState()
+            }
             // Wake at least every 50 ms to close estimator bins and check for stalls.
             curl_multi_poll(multi, nil, 0, 50, nil)
         }
@@ -274,6 +279,20 @@ public final class Fetcher: @unchecked Sendable {
         scheduler.finished(transfer.id, link: estimator.estimate, now: monotonicSeconds())
         transfer.onBytes = nil
         transfer.completion(outcome)
+    }
+
+    /// Once a second at trace level: what the window and the link look like (throughput diagnosis).
+    private func logState() {
+        let link = estimator.estimate
+        logger.trace("fetcher state", metadata: [
+            "bandwidthMbit": "\(link.bandwidthBytesPerSecond.map { ($0 * 8 / 1e6 * 10).rounded() / 10 } ?? -1)",
+            "rttMs": "\(link.rttSeconds.map { ($0 * 1e4).rounded() / 10 } ?? -1)",
+            "windowKB": "\(scheduler.lastWindowBytes / 1000)",
+            "prefetchKBInFlight": "\(scheduler.prefetchBytesInFlight / 1000)",
+            "demandInFlight": "\(scheduler.demandInFlightCount)",
+            "inFlight": "\(active.count)", "queued": "\(scheduler.queuedCount)",
+            "receivedMB": "\(link.bytesReceived / 1_000_000)",
+        ])
     }
 
     private func publish() {

@@ -48,6 +48,7 @@ import Testing
     @Test func prefetchWindowFollowsBandwidthDelayProduct() {
         var scheduler = FetchScheduler()
         scheduler.window.minimumWindowBytes = 1000
+        scheduler.window.unmeasuredWindowBytes = 1000
         scheduler.window.openBDPs = 1.0
         for n in 1...100 { scheduler.enqueue(id(UInt64(n)), priority: .prefetch(rank: Double(n)), weightBytes: 1000) }
         // 1 MB/s × 10 ms = 10 kB window: ten 1 kB requests.
