@@ -16,6 +16,8 @@ struct FetchScheduler {
         var priority: FetchPriority
         /// Bytes this request will bring in, for the window (its expected or maximum size).
         let weightBytes: Int
+        /// Of those, bytes not received yet: what the request still has in the network.
+        var outstandingBytes: Int
         let sequence: UInt64
     }
 
@@ -47,7 +49,8 @@ struct FetchScheduler {
     var demandCompetesWithPrefetch: Bool { isDemandPending && (prefetchBytesInFlight > 0 || !prefetchQueue.isEmpty) }
 
     mutating func enqueue(_ id: RequestID, priority: FetchPriority, weightBytes: Int) {
-        let entry = Entry(id: id, priority: priority, weightBytes: max(1, weightBytes), sequence: nextSequence)
+        let entry = Entry(id: id, priority: priority, weightBytes: max(1, weightBytes), outstandingBytes: max(1, weightBytes),
+                          sequence: nextSequence)
         nextSequence += 1
         insert(entry)
     }
@@ -96,8 +99,8 @@ struct FetchScheduler {
     mutating func reprioritize(_ id: RequestID, to priority: FetchPriority) {
         if var entry = inFlight[id] {
             if entry.priority != .demand, priority == .demand {
-                prefetchBytesInFlight -= entry.weightBytes
-                demandBytesInFlight += entry.weightBytes
+                prefetchBytesInFlight -= entry.outstandingBytes
+                demandBytesInFlight += entry.outstandingBytes
                 demandInFlightCount += 1
                 entry.priority = .demand
                 inFlight[id] = entry
@@ -119,7 +122,7 @@ struct FetchScheduler {
             let entry = demandQueue[demandHead]
             demandHead += 1
             inFlight[entry.id] = entry
-            demandBytesInFlight += entry.weightBytes
+            demandBytesInFlight += entry.outstandingBytes
             demandInFlightCount += 1
             started.append(entry.id)
         }
@@ -131,32 +134,39 @@ struct FetchScheduler {
         let windowBytes = window.windowBytes(link: link, at: now)
         lastWindowBytes = windowBytes
         let prefetchSlots = max(1, maximumInFlight - demandReserve)
-        var windowLimited = false
         while let next = prefetchQueue.last, inFlight.count < prefetchSlots {
             let occupied = prefetchBytesInFlight + demandBytesInFlight
             // One prefetch may always run, so objects larger than the window still make progress.
-            guard prefetchBytesInFlight == 0 || occupied + next.weightBytes <= windowBytes else {
-                windowLimited = true
-                break
-            }
+            guard prefetchBytesInFlight == 0 || occupied + next.weightBytes <= windowBytes else { break }
             prefetchQueue.removeLast()
             inFlight[next.id] = next
-            prefetchBytesInFlight += next.weightBytes
+            prefetchBytesInFlight += next.outstandingBytes
             started.append(next.id)
         }
-        window.admitted(windowLimited: windowLimited, window: windowBytes, link: link, at: now)
         return started
+    }
+
+    /// Body bytes of a started request arrived: they are no longer in the network, so they leave the
+    /// window at once. Counting whole requests until they end would hold the window shut while a
+    /// server interleaves many responses (they all end late, together), leaving the link idle for a
+    /// round trip after each such batch; and bytes already received queue ahead of no demand miss.
+    mutating func received(_ id: RequestID, bytes: Int) {
+        guard var entry = inFlight[id], entry.outstandingBytes > 0 else { return }
+        let drop = min(bytes, entry.outstandingBytes)
+        entry.outstandingBytes -= drop
+        inFlight[id] = entry
+        if entry.priority == .demand { demandBytesInFlight -= drop } else { prefetchBytesInFlight -= drop }
     }
 
     /// A started request ended (done, failed or cancelled) at `now`.
     mutating func finished(_ id: RequestID, link: LinkEstimate, now: Double) {
         guard let entry = inFlight.removeValue(forKey: id) else { return }
         if entry.priority == .demand {
-            demandBytesInFlight -= entry.weightBytes
+            demandBytesInFlight -= entry.outstandingBytes
             demandInFlightCount -= 1
             window.observe(demandPending: demandCompetesWithPrefetch, link: link, at: now)
         } else {
-            prefetchBytesInFlight -= entry.weightBytes
+            prefetchBytesInFlight -= entry.outstandingBytes
         }
     }
 }

@@ -178,7 +178,7 @@ public final class Fetcher: @unchecked Sendable {
             collectFinished()
             abortStalled(now: monotonicSeconds())
             let after = monotonicSeconds()
-            estimator.tick(at: after, busy: !active.isEmpty)
+            estimator.tick(at: after, busy: active.values.contains { $0.isReceiving })
             publish()
             if after - lastStateLog >= 1, logger.logLevel <= .trace {
                 lastStateLog = after
@@ -234,10 +234,11 @@ public final class Fetcher: @unchecked Sendable {
                 continue
             }
             transfer.attachContext()
-            transfer.onBytes = { [unowned self, unowned transfer] count in
+            transfer.onBytes = { [unowned self, unowned transfer] count, first in
                 let time = monotonicSeconds()
                 transfer.lastProgress = time
-                estimator.received(count, at: time)
+                estimator.received(count, at: time, startsBody: first)
+                scheduler.received(transfer.id, bytes: count)
             }
             active[id] = transfer
             activeByHandle[transfer.handle] = id

@@ -100,56 +100,6 @@ import Testing
         #expect(policy.windowBytes(link: tiny, at: 0) == policy.minimumWindowBytes)
     }
 
-    // MARK: startup
-
-    /// A link of 12.5 MB/s on which each request holds its window share for 70 ms (3.5 × the 20 ms
-    /// first-byte RTT: server, proxies and the loop on a busy host). 3 BDP by the estimate cannot
-    /// fill it, and the rate measured through a small window stays small; startup must find the window.
-    @Test func startupGrowsAWindowThatLimitsItsOwnMeasurement() {
-        var policy = PrefetchWindowPolicy()
-        let capacity = 12_500_000.0, turnaround = 0.07
-        var window = policy.unmeasuredWindowBytes
-        var now = 0.0
-        for _ in 0..<100 {
-            let link = LinkEstimate(bandwidthBytesPerSecond: min(capacity, Double(window) / turnaround), rttSeconds: 0.02, bytesReceived: 0)
-            window = policy.windowBytes(link: link, at: now)
-            policy.admitted(windowLimited: true, window: window, link: link, at: now)
-            now += 0.05
-        }
-        #expect(policy.linkIsFull)
-        #expect(Double(window) >= capacity * turnaround)
-        // Not far beyond what fills it (each extra byte queues ahead of the next miss).
-        #expect(Double(window) <= 2 * capacity * turnaround)
-        #expect(window > Int(capacity * 0.02 * policy.openBDPs))
-    }
-
-    @Test func roundsNotLimitedByTheWindowDoNotEndStartup() {
-        var policy = PrefetchWindowPolicy()
-        var now = 0.0
-        for _ in 0..<100 {
-            _ = policy.windowBytes(link: link, at: now)
-            policy.admitted(windowLimited: false, window: 750_000, link: link, at: now)
-            now += 0.05
-        }
-        #expect(!policy.linkIsFull)
-    }
-
-    @Test func startupStopsWhenTheRateStopsGrowing() {
-        var policy = PrefetchWindowPolicy()
-        var now = 0.0
-        var largest = 0
-        for _ in 0..<100 {
-            let window = policy.windowBytes(link: link, at: now)
-            largest = max(largest, window)
-            policy.admitted(windowLimited: true, window: window, link: link, at: now)
-            now += 0.05
-        }
-        // The rate never grew: three doublings, then the window follows the estimate again.
-        #expect(policy.linkIsFull)
-        #expect(largest <= 8 * 750_000)
-        #expect(policy.windowBytes(link: link, at: now) == 750_000)
-    }
-
     // MARK: through the scheduler
 
     private func id(_ value: UInt64) -> RequestID { RequestID(value: value) }
