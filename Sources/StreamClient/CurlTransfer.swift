@@ -14,6 +14,8 @@ final class CurlTransfer {
     /// Whether libcurl has sent the request; until then the transfer waits for a connection (or, on
     /// HTTP/1.1, for a free one) and must not count as stalled.
     var requestSent = false
+    /// Whether at most one BDP was in flight when the request started (its first-byte time is then an RTT sample).
+    var startedUncongested = true
     /// Whether the response body is arriving (first byte received, transfer not finished).
     var isReceiving: Bool { !body.isEmpty }
     /// Called with each accepted body slice's size (the fetcher's bandwidth estimator).

@@ -225,7 +225,13 @@ public final class Fetcher: @unchecked Sendable {
     }
 
     private func startAdmitted(now: Double) {
-        for id in scheduler.admit(link: estimator.estimate, now: now) {
+        // A request's first-byte time is the path's RTT only if little was queued ahead of it; under a
+        // full window it includes the queue, and a minimum of such samples would grow the BDP, the
+        // window and the queue in turn.
+        let link = estimator.estimate
+        let queuedAhead = scheduler.prefetchBytesInFlight + scheduler.demandBytesInFlight
+        let uncongested = link.bandwidthDelayProductBytes.map { queuedAhead <= $0 } ?? true
+        for id in scheduler.admit(link: link, now: now) {
             guard let spec = queued.removeValue(forKey: id) else { scheduler.finished(id, link: estimator.estimate, now: now); continue }
             guard let transfer = CurlTransfer(id: id, request: spec.request, now: now, configuration: configuration,
                                               completion: spec.completion) else {
@@ -234,6 +240,7 @@ public final class Fetcher: @unchecked Sendable {
                 continue
             }
             transfer.attachContext()
+            transfer.startedUncongested = uncongested
             transfer.onBytes = { [unowned self, unowned transfer] count, first in
                 let time = monotonicSeconds()
                 transfer.lastProgress = time
@@ -253,7 +260,7 @@ public final class Fetcher: @unchecked Sendable {
                   let id = activeByHandle[handle], let transfer = active[id] else { continue }
             let outcome = transfer.outcome(code: message.pointee.data.result)
             if case .success(let body) = outcome {
-                estimator.firstByte(after: body.firstByteSeconds, at: monotonicSeconds())
+                estimator.firstByte(after: body.firstByteSeconds, at: monotonicSeconds(), uncongested: transfer.startedUncongested)
             }
             finish(transfer, with: outcome)
         }

@@ -75,16 +75,20 @@ struct LinkEstimator {
         binBusySeconds = 0
     }
 
-    /// Records one request's time from sending to its first response byte.
-    mutating func firstByte(after seconds: Double, at now: Double) {
+    /// Records one request's time from sending to its first response byte. Only requests started
+    /// `uncongested` (little in flight ahead of them) are RTT samples; the others include queueing
+    /// and only feed the smoothed figure. Samples expire only as new ones arrive, so a long busy
+    /// stretch keeps the last clean minimum rather than none.
+    mutating func firstByte(after seconds: Double, at now: Double, uncongested: Bool = true) {
         guard seconds > 0, seconds.isFinite else { return }
-        rttSamples.append((now, seconds))
-        rttSamples.removeAll { now - $0.time > rttWindowSeconds }
         if let smoothed = smoothedRTT {
             smoothedRTT = smoothed + (seconds - smoothed) / 8
         } else {
             smoothedRTT = seconds
         }
+        guard uncongested else { return }
+        rttSamples.append((now, seconds))
+        rttSamples.removeAll { now - $0.time > rttWindowSeconds }
     }
 
     var estimate: LinkEstimate {

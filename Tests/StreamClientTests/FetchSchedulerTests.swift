@@ -181,6 +181,11 @@ import Testing
         // Samples older than the window stop counting once new ones arrive.
         estimator.firstByte(after: 0.070, at: 20)
         #expect(estimator.estimate.rttSeconds == 0.070)
+        // First-byte times of requests that started behind a full window include the queue: not RTT samples.
+        estimator.firstByte(after: 0.300, at: 25, uncongested: false)
+        estimator.firstByte(after: 0.400, at: 40, uncongested: false)
+        #expect(estimator.estimate.rttSeconds == 0.070)
+        #expect(estimator.estimate.smoothedRTTSeconds! > 0.070)
         let bdp = LinkEstimate(bandwidthBytesPerSecond: 1_000_000, rttSeconds: 0.05, bytesReceived: 0).bandwidthDelayProductBytes
         #expect(bdp == 50_000)
     }
