@@ -18,7 +18,7 @@ public final class Fetcher: @unchecked Sendable {
         /// (20 Mbit/s, 60 ms: BDP 150 kB) a demand miss does not wait behind several BDPs of prefetch.
         public var unmeasuredPrefetchWindowBytes = 256 * 1024
         /// Prefetch window, in bandwidth-delay products, while no demand miss is pending or recent.
-        public var openWindowInBDPs = 3.0
+        public var openWindowInBDPs = 2.5
         /// Prefetch window while demand misses are happening (see `PrefetchWindowPolicy`).
         public var pressuredWindowInBDPs = 1.0
         /// Extra CA bundle for https origins (self-signed edge hosts).

@@ -155,6 +155,20 @@ import Testing
         #expect(estimator.estimate.bytesReceived == 40 * 50_000)
     }
 
+    @Test func oneBurstBinDoesNotRaiseTheEstimate() {
+        var estimator = LinkEstimator()
+        var now = 0.0
+        estimator.tick(at: now, busy: true)
+        for step in 0..<100 {
+            now += 0.01
+            // 1 MB/s, except one 10 ms step whose bytes arrive three times as fast.
+            estimator.received(step == 55 ? 30_000 : 10_000, at: now)
+            estimator.tick(at: now, busy: true)
+        }
+        let rate = try! #require(estimator.estimate.bandwidthBytesPerSecond)
+        #expect(abs(rate - 1_000_000) / 1_000_000 < 0.05)
+    }
+
     @Test func idleTimeDoesNotLowerTheEstimate() {
         var estimator = LinkEstimator()
         var now = 0.0
