@@ -9,9 +9,6 @@ import StreamClient
 /// read deadline passes (a link that drops mid-boot stalls the guest instead of failing its I/O);
 /// after it, `onGiveUp` hears the error (the boot session stops the VM with it) and the request fails.
 public final class LazyBlockBackend: BlockBackend, @unchecked Sendable {
-    /// Pause between retries of a failed read while the deadline allows.
-    static let retryPauseSeconds = 0.5
-
     public let image: LazyImage
     public let readDeadlineSeconds: Double
     private let onGiveUp: @Sendable (any Error) -> Void
@@ -41,43 +38,16 @@ public final class LazyBlockBackend: BlockBackend, @unchecked Sendable {
 
     public func flush() throws { try image.flush() }
 
+    /// Retries until the deadline (see `BlockingFetch`); past it, `onGiveUp` hears the error first.
     private func retryingUntilDeadline<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
-        let start = DispatchTime.now().uptimeNanoseconds
-        while true {
-            do {
-                return try waitFor(operation)
-            } catch let error as ClientError {
-                if case .outOfRange = error { throw error }
-                if case .overlayMismatch = error { throw error }
-                let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-                guard elapsed < readDeadlineSeconds else {
-                    onGiveUp(error)
-                    throw error
-                }
-                // One last attempt right at the deadline.
-                Thread.sleep(forTimeInterval: min(Self.retryPauseSeconds, readDeadlineSeconds - elapsed))
+        do {
+            return try BlockingFetch(deadlineSeconds: readDeadlineSeconds).run(operation)
+        } catch let error as ClientError {
+            switch error {
+            case .outOfRange, .overlayMismatch: break
+            default: onGiveUp(error)
             }
+            throw error
         }
     }
-
-    /// Runs `operation` as a task and blocks this (vCPU) thread until it finishes.
-    private func waitFor<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
-        let done = DispatchSemaphore(value: 0)
-        let box = ResultBox<T>()
-        Task {
-            let result: Result<T, any Error>
-            do { result = .success(try await operation()) } catch { result = .failure(error) }
-            box.set(result)
-            done.signal()
-        }
-        done.wait()
-        return try box.take().get()
-    }
-}
-
-/// Carries a task's result to the thread waiting for it (the semaphore orders the accesses).
-private final class ResultBox<T>: @unchecked Sendable {
-    private var result: Result<T, any Error>?
-    func set(_ value: Result<T, any Error>) { result = value }
-    func take() -> Result<T, any Error> { result! }
 }

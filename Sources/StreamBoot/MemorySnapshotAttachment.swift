@@ -1,11 +1,52 @@
+import Catalog
+import Foundation
 import Hypervisor
 import StreamClient
 
-/// The seam where lazy guest memory (issue #5, branch `hv`) plugs into stream-boot: given the memory
-/// snapshot and device state artifacts as `LazyImage`s, adjust the machine so its RAM is populated on
-/// fault from the snapshot (a userfaultfd page source reading through the image) and its devices are
-/// restored. The snapshot image is also registered with the prefetch driver under
-/// `ArtifactRole.memory`, so learned clusters of pages stream ahead exactly like disk chunks.
-public protocol MemorySnapshotAttachment: Sendable {
-    func attach(memory: LazyImage, state: LazyImage?, to configuration: inout MachineConfiguration) throws
+/// Resuming a published memory snapshot instead of booting: the small device state (vmstate.json)
+/// is fetched whole and validated first, then the machine resumes with none of its RAM present and
+/// each page comes from the memory artifact as the guest touches it (`StreamedPageSource` behind the
+/// userfaultfd handler). The memory artifact is also a prefetch target under `ArtifactRole.memory`,
+/// so learned clusters of pages stream ahead exactly like disk chunks.
+public struct MemorySnapshotAttachment: Sendable {
+    /// userfaultfd fetch threads: a page waiting for the network holds up only the threads that touched
+    /// it (vCPUs, device emulation); pages already local keep being served meanwhile.
+    public static let fetchThreads = 4
+    /// vmstate.json larger than this is refused before it is fetched (a 1 TiB guest's digest table is ~350 MiB).
+    static let maximumStateBytes = 512 << 20
+
+    public let state: MachineSnapshot
+    public let memory: LazyImage
+    public let pages: StreamedPageSource
+
+    /// Fetches and validates the state, checks it against the memory artifact, and prepares the pages.
+    public static func open(manifest: Manifest, loader: ChunkLoader, traceSink: (any AccessTraceSink)?,
+                            readDeadlineSeconds: Double) async throws -> MemorySnapshotAttachment {
+        guard let stateArtifact = manifest.artifact(.state) else {
+            throw StreamBootError.invalidSnapshot("the appliance has a memory snapshot but no vmstate.json (state artifact); republish the snapshot directory")
+        }
+        guard stateArtifact.size <= maximumStateBytes else {
+            throw StreamBootError.invalidSnapshot("vmstate.json is \(stateArtifact.size) bytes, more than the \(maximumStateBytes >> 20) MiB allowed")
+        }
+        let stateImage = try await LazyImage.open(manifest: manifest, role: .state, loader: loader)
+        let fetch = BlockingFetch(deadlineSeconds: readDeadlineSeconds)
+        let stateBytes = try await Task.detached { try fetch.run { try await stateImage.read(offset: 0, length: stateImage.size) } }.value
+        let state: MachineSnapshot
+        do {
+            state = try MachineSnapshot.decode(Data(stateBytes))
+        } catch {
+            throw StreamBootError.invalidSnapshot("\(error)")
+        }
+        let memory = try await LazyImage.open(manifest: manifest, role: .memory, loader: loader)
+        let pages = try StreamedPageSource(image: memory, layout: state.memory, traceSink: traceSink, readDeadlineSeconds: readDeadlineSeconds)
+        return MemorySnapshotAttachment(state: state, memory: memory, pages: pages)
+    }
+
+    /// Sets `configuration` to resume this snapshot lazily (its RAM size and vCPU count must match).
+    public func attach(to configuration: inout MachineConfiguration) throws {
+        guard configuration.memorySize == state.memorySize, configuration.vcpuCount == state.vcpuCount else {
+            throw StreamBootError.invalidSnapshot("the snapshot is of a \(state.memorySize >> 20) MiB, \(state.vcpuCount)-vCPU machine; the appliance asks for \(configuration.memorySize >> 20) MiB and \(configuration.vcpuCount) vCPUs")
+        }
+        configuration.restore = RestorePlan(state: state, pages: pages, loading: .lazy, waitMode: .blocking, fetchThreads: Self.fetchThreads)
+    }
 }

@@ -1,6 +1,6 @@
 /// Why `streamvm boot` could not start or finish an appliance, each with what a user can do.
 public enum StreamBootError: Error, CustomStringConvertible, Sendable {
-    case memorySnapshotNeedsLazyMemory(appliance: String)
+    case invalidSnapshot(String)
     case unsupportedKernelFormat(String)
     case missingKernel(appliance: String)
     case invalidResources(String)
@@ -8,8 +8,8 @@ public enum StreamBootError: Error, CustomStringConvertible, Sendable {
 
     public var description: String {
         switch self {
-        case .memorySnapshotNeedsLazyMemory(let appliance):
-            return "\(appliance) is published with a memory snapshot, which this build cannot stream yet (lazy memory, issue #5); boot a version without one"
+        case .invalidSnapshot(let problem):
+            return "cannot resume the published snapshot: \(problem)"
         case .unsupportedKernelFormat(let format):
             return "kernelFormat '\(format.prefix(40))' is not supported (use linux or flat)"
         case .missingKernel(let appliance):

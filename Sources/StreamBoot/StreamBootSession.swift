@@ -6,8 +6,10 @@ import StreamClient
 
 /// `streamvm boot`: resolves an appliance in a remote catalogue and runs it at once, its disk read
 /// through a `LazyImage` on virtio-blk while the prefetch driver streams what the guest will need
-/// next. The kernel and initrd are fetched whole first (the boot loader needs them complete). Every
-/// first access is traced; the trace goes back to the server when the caller asks.
+/// next. An appliance published with a memory snapshot is resumed (vmstate.json fetched and checked
+/// first, RAM paged in from the memory artifact as the guest touches it); otherwise the kernel and
+/// initrd are fetched whole (the boot loader needs them complete) and it boots. Every first access,
+/// disk chunk or memory page, is traced; the trace goes back to the server when the caller asks.
 public final class StreamBootSession: @unchecked Sendable {
     public struct Options: Sendable {
         public var reference: String
@@ -22,8 +24,8 @@ public final class StreamBootSession: @unchecked Sendable {
         public var memoryMiB: Int?
         public var vcpus: Int?
         public var consoleOutput: @Sendable (UInt8) -> Void = { _ in }
-        /// Lazy memory (issue #5) plugs in here; without it, appliances with a memory snapshot are refused.
-        public var memoryAttachment: (any MemorySnapshotAttachment)?
+        /// Boot the kernel even when the appliance has a memory snapshot (as `streamvm run --cold`).
+        public var cold = false
         public var scheduler: PrefetchScheduler<ContinuousClock>.Configuration?
 
         public init(reference: String) { self.reference = reference }
@@ -34,6 +36,8 @@ public final class StreamBootSession: @unchecked Sendable {
         public var appliance: String
         public var version: String
         public var prefetch: PrefetchMode
+        /// Resumed from the published memory snapshot (false: booted).
+        public var resumed: Bool
         public var model: String?
         public var stopReason: String
         /// Seconds from the start of `boot` to the ready marker.
@@ -79,11 +83,14 @@ public final class StreamBootSession: @unchecked Sendable {
         let resolved = try catalog.index.resolve(options.reference)
         let (manifest, _) = try await client.loadManifest(resolved.entry.manifest)
         let config = manifest.config
-        if manifest.artifact(.memory) != nil, options.memoryAttachment == nil {
-            throw StreamBootError.memorySnapshotNeedsLazyMemory(appliance: "\(resolved.name)@\(resolved.version)")
-        }
-        let memoryMiB = options.memoryMiB ?? config.memoryMiB
-        let vcpuCount = options.vcpus ?? config.vcpus
+        let recorder = TraceRecorder()
+        let traceStartSeconds = (ContinuousClock.now - started).inSeconds
+        // A memory snapshot: its state comes first (small, and it decides RAM size and vCPUs).
+        let snapshot = manifest.artifact(.memory) == nil || options.cold ? nil
+            : try await MemorySnapshotAttachment.open(manifest: manifest, loader: loader, traceSink: recorder,
+                                                      readDeadlineSeconds: options.readDeadlineSeconds)
+        let memoryMiB = options.memoryMiB ?? snapshot.map { $0.state.memorySize >> 20 } ?? config.memoryMiB
+        let vcpuCount = options.vcpus ?? snapshot?.state.vcpuCount ?? config.vcpus
         guard (2...ApplianceConfig.maximumMemoryMiB).contains(memoryMiB), (1...ApplianceConfig.maximumVCPUs).contains(vcpuCount) else {
             throw StreamBootError.invalidResources("memory \(memoryMiB) MiB / \(vcpuCount) vCPUs is outside what a VM can have")
         }
@@ -91,19 +98,22 @@ public final class StreamBootSession: @unchecked Sendable {
             : await ModelSource.load(client: client, index: catalog.index, appliance: resolved.name, manifest: manifest,
                                      manifestDigest: resolved.entry.manifest, logger: logger)
 
-        // The boot loader needs kernel and initrd whole: fetch them first, at demand priority.
-        guard manifest.artifact(.kernel) != nil else { throw StreamBootError.missingKernel(appliance: resolved.name) }
-        let kernel = try await readWhole(.kernel, manifest: manifest)
+        // The boot loader needs kernel and initrd whole: fetch them first, at demand priority. A
+        // resume needs neither.
         let image: BootImage
-        switch config.kernelFormat ?? "linux" {
-        case "flat": image = .flat(kernel)
-        case "linux": image = .linux(kernel: kernel, initrd: manifest.artifact(.initrd) == nil ? nil : try await readWhole(.initrd, manifest: manifest))
-        case let other: throw StreamBootError.unsupportedKernelFormat(other)
+        if snapshot != nil {
+            image = .flat([])
+        } else {
+            guard manifest.artifact(.kernel) != nil else { throw StreamBootError.missingKernel(appliance: resolved.name) }
+            let kernel = try await readWhole(.kernel, manifest: manifest)
+            switch config.kernelFormat ?? "linux" {
+            case "flat": image = .flat(kernel)
+            case "linux": image = .linux(kernel: kernel, initrd: manifest.artifact(.initrd) == nil ? nil : try await readWhole(.initrd, manifest: manifest))
+            case let other: throw StreamBootError.unsupportedKernelFormat(other)
+            }
         }
 
-        // The disk, traced and prefetched.
-        let recorder = TraceRecorder()
-        let traceStartSeconds = (ContinuousClock.now - started).inSeconds
+        // The disk (and memory snapshot), traced and prefetched.
         var targets: [ArtifactRole: any PrefetchTarget] = [:]
         var disks: [any BlockBackend] = []
         var temporaryOverlay: String?
@@ -118,13 +128,8 @@ public final class StreamBootSession: @unchecked Sendable {
             targets[.disk] = disk
             disks.append(LazyBlockBackend(image: disk, readDeadlineSeconds: options.readDeadlineSeconds) { error in failure.set(error) })
         }
-        // A memory snapshot streams and prefetches like the disk; lazy memory attaches it below.
-        var snapshot: LazyImage?
-        if options.memoryAttachment != nil, manifest.artifact(.memory) != nil {
-            let memory = try await LazyImage.open(manifest: manifest, role: .memory, loader: loader, traceSink: recorder)
-            targets[.memory] = memory
-            snapshot = memory
-        }
+        // Memory pages stream and prefetch like disk chunks.
+        if let snapshot { targets[.memory] = snapshot.memory }
         defer {
             if let temporaryOverlay {
                 unlink(temporaryOverlay)
@@ -156,10 +161,7 @@ public final class StreamBootSession: @unchecked Sendable {
                 forward(byte)
                 if marker.feed(byte) { recorder.ready() }
             })
-        if let attachment = options.memoryAttachment, let snapshot {
-            let state = manifest.artifact(.state) == nil ? nil : try await LazyImage.open(manifest: manifest, role: .state, loader: loader)
-            try attachment.attach(memory: snapshot, state: state, to: &machineConfiguration)
-        }
+        try snapshot?.attach(to: &machineConfiguration)
         let machine = try Machine(configuration: machineConfiguration, logger: logger)
         failure.onSet = { error in machine.stop(.failure(StreamBootError.diskUnavailable("\(error)").description)) }
         onMachine(machine)
@@ -177,7 +179,7 @@ public final class StreamBootSession: @unchecked Sendable {
         let stats = driver.stats
         let readySeconds = machine.timing.ready.map { ($0 - started).inSeconds }
         let report = Report(
-            appliance: resolved.name, version: resolved.version, prefetch: options.prefetch, model: trace.model?.hex,
+            appliance: resolved.name, version: resolved.version, prefetch: options.prefetch, resumed: snapshot != nil, model: trace.model?.hex,
             stopReason: "\(reason)", readySeconds: readySeconds, traceStartSeconds: traceStartSeconds, bufferingSeconds: stats.bufferingSeconds,
             bufferedBytes: stats.bufferedBytesAtStart, stallCount: stalls.count, stallSeconds: stalls.seconds,
             stallsAfterReady: stalls.afterReadyCount, stallSecondsAfterReady: stalls.afterReadySeconds,

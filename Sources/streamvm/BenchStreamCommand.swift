@@ -11,11 +11,13 @@ struct BenchStreamCommand: AsyncParsableCommand {
         abstract: "Stream-boot an appliance over an emulated WAN with each prefetch mode; JSON, a table and an SVG timeline.",
         discussion: """
             The appliance must run on this host's KVM and print its ready marker. Here that is a test-guest \
-            replay appliance (scripts/make-replay-appliance); the Linux appliance runs in the hardware lab. \
+            replay appliance (scripts/make-replay-appliance, or scripts/make-snapshot-replay-appliance for a \
+            memory snapshot); the Linux appliance runs in the hardware lab. A directory with memory.img and \
+            vmstate.json (streamvm snapshot --at-ready) is resumed in every run, its RAM streamed. \
             Say which one a figure comes from (--source is copied into the JSON).
             """)
 
-    @Option(help: "Appliance directory to publish and stream (appliance.json, kernel, disk.img).")
+    @Option(help: "Appliance directory to publish and stream (appliance.json, kernel, disk.img [, memory.img, vmstate.json]).")
     var appliance: String
 
     @Option(help: "Link profile: dsl (7.2 Mbit/s, 30 ms), lte (20 Mbit/s, 60 ms) or fast (100 Mbit/s, 20 ms).")

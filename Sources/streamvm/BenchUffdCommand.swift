@@ -38,6 +38,12 @@ struct BenchUffdCommand: ParsableCommand {
     @Option(help: "Also write the JSON report to this file.")
     var json: String?
 
+    @Option(help: "Instead: restore this appliance's snapshot (from `streamvm snapshot --at-ready`) lazily, lazily with the pages the last lazy restore touched before ready mapped first (working set), and eagerly, --restores times each, and report only those figures. It must resume, print its ready marker again, finish its session (STREAMVM-DONE status=0) and power off.")
+    var appliance: String?
+
+    @Option(help: "With --appliance: how the fault handler waits for faults, blocking or busyPolling.")
+    var waitMode: String = PageFaultHandler.WaitMode.blocking.rawValue
+
     struct Latency: Codable {
         var p50Nanoseconds: Double
         var p99Nanoseconds: Double
@@ -70,7 +76,33 @@ struct BenchUffdCommand: ParsableCommand {
         var restore: [RestoreFigures]
     }
 
+    /// Restore figures of a published appliance's snapshot (`--appliance`).
+    struct ApplianceRestoreFigures: Codable {
+        var loading: String
+        var restores: Int
+        /// Medians over the restores, from `Machine.init` (the restore starts) on.
+        var restoreToFirstGuestExitMilliseconds: Double
+        var restoreToReadyMilliseconds: Double
+        var restoreToSessionDoneMilliseconds: Double
+        /// Pages first touched from the resume until the ready marker, and until the run ended
+        /// (lazy only: an eager restore maps every page before the guest runs).
+        var pagesTouchedByReady: Int
+        var pagesTouchedBySessionEnd: Int
+        var guestPages: Int
+        var allRestoreMilliseconds: [[Double]]
+        var waitMode: String
+    }
+
+    struct ApplianceReport: Codable {
+        var host: String
+        var load: String
+        var appliance: String
+        var memoryMiB: Int
+        var restore: [ApplianceRestoreFigures]
+    }
+
     func run() throws {
+        if let appliance { return try runAppliance(appliance) }
         guard pages >= 100, rounds >= 1, restores >= 1, guestMiB >= 32, touchMiB >= 1, touchMiB + 8 <= guestMiB else {
             throw ValidationError("need --pages ≥ 100, positive counts, and --touch-mib + 8 ≤ --guest-mib")
         }
@@ -188,6 +220,77 @@ struct BenchUffdCommand: ParsableCommand {
                                           guestPages: guestPages, touchedShare: guestPages == 0 ? 0 : Double(touched) / Double(guestPages)))
         }
         return figures
+    }
+
+    private func runAppliance(_ directory: String) throws {
+        guard restores >= 1 else { throw ValidationError("--restores must be positive") }
+        guard let mode = PageFaultHandler.WaitMode(rawValue: waitMode) else { throw ValidationError("--wait-mode must be blocking or busyPolling") }
+        let setup = try ApplianceSetup(directory: directory)
+        var logger = Logger(label: "streamvm.bench.uffd")
+        logger.logLevel = .warning
+        func milliseconds(_ duration: Duration) -> Double {
+            Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+        }
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        var figures: [ApplianceRestoreFigures] = []
+        // "lazy+working-set": lazy, with the pages the last plain lazy restore touched before it
+        // was ready mapped first (REAP's recorded working set); run after "lazy", which records it.
+        var workingSet: [Int] = []
+        for (label, loading) in [("lazy", RestorePlan.MemoryLoading.lazy), ("lazy+working-set", .lazy), ("eager", .eager)] {
+            var runs: [[Double]] = []
+            var touchedByReady = 0
+            var touchedByEnd = 0
+            var guestPages = 0
+            for index in 0..<restores {
+                var plan = try RestorePlan.load(directory: directory, loading: loading)
+                plan.waitMode = mode
+                if label == "lazy+working-set" { plan.prefetchPages = workingSet }
+                let machine = try Machine(configuration: setup.machineConfiguration(restore: plan), logger: logger)
+                let reason = machine.run(timeout: .seconds(1800))
+                let ended = ContinuousClock.now
+                let output = machine.console.output
+                guard reason == .powerOff(code: 0), output.contains("STREAMVM-DONE status=0") else {
+                    throw ValidationError("\(loading.rawValue) restore \(index + 1) of \(directory) failed (\(reason)) [\(label)]; console:\n\(output.suffix(3000))")
+                }
+                let timing = machine.timing
+                guard let firstExit = timing.firstExit, let ready = timing.ready else {
+                    throw ValidationError("\(loading.rawValue) restore \(index + 1): no first exit or no ready marker after resuming")
+                }
+                let readyOffset = ready - timing.created
+                runs.append([milliseconds(firstExit - timing.created), milliseconds(readyOffset), milliseconds(ended - timing.created)])
+                let log = machine.pageFaultHandler?.faultLog ?? []
+                // Log times count from the handler's start, a few ms after `created`: a slight overcount at most.
+                let readyNanoseconds = UInt64(max(0, milliseconds(readyOffset) * 1e6))
+                let beforeReady = log.filter { $0.nanoseconds <= readyNanoseconds }
+                if label == "lazy" { workingSet = beforeReady.map(\.page) }
+                touchedByReady = loading == .lazy ? beforeReady.count : 0
+                touchedByEnd = loading == .lazy ? log.count : 0
+                guestPages = machine.pageFaultHandler?.pageCount ?? 0
+                FileHandle.standardError.write(Data(String(format: "bench uffd: %@ restore %d: first exit %.1f ms, ready %.1f ms, done %.1f ms, pages touched by ready %d, by end %d of %d\n",
+                                                           label, index + 1, runs.last![0], runs.last![1], runs.last![2], touchedByReady, touchedByEnd, guestPages).utf8))
+            }
+            figures.append(ApplianceRestoreFigures(loading: label, restores: restores,
+                                                   restoreToFirstGuestExitMilliseconds: median(runs.map { $0[0] }),
+                                                   restoreToReadyMilliseconds: median(runs.map { $0[1] }),
+                                                   restoreToSessionDoneMilliseconds: median(runs.map { $0[2] }),
+                                                   pagesTouchedByReady: touchedByReady, pagesTouchedBySessionEnd: touchedByEnd,
+                                                   guestPages: guestPages, allRestoreMilliseconds: runs, waitMode: mode.rawValue))
+        }
+        let report = ApplianceReport(host: Self.hostName(), load: Self.loadAverage(), appliance: setup.config.name,
+                                     memoryMiB: setup.config.memoryMiB, restore: figures)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let data = try encoder.encode(report)
+        print(String(decoding: data, as: UTF8.self))
+        if let json { try data.write(to: URL(fileURLWithPath: json), options: .atomic) }
+        print("\n| restore of \(setup.config.name) (\(setup.config.memoryMiB) MiB, \(mode.rawValue) handler, median of \(restores)) | → first guest exit ms | → ready ms | → session done ms | pages touched by ready / by end |")
+        print("|---|---|---|---|---|")
+        for row in figures {
+            let share = { (pages: Int) in row.guestPages == 0 ? 0 : Double(pages) * 100 / Double(row.guestPages) }
+            print(String(format: "| %@ | %.1f | %.1f | %.1f | %d (%.1f%%) / %d (%.1f%%) of %d |", row.loading, row.restoreToFirstGuestExitMilliseconds,
+                         row.restoreToReadyMilliseconds, row.restoreToSessionDoneMilliseconds, row.pagesTouchedByReady, share(row.pagesTouchedByReady),
+                         row.pagesTouchedBySessionEnd, share(row.pagesTouchedBySessionEnd), row.guestPages))
+        }
     }
 
     static func hostName() -> String {

@@ -51,6 +51,9 @@ struct BootCommand: AsyncParsableCommand {
     @Flag(help: "Do not use the terminal as the guest's console input.")
     var noInput = false
 
+    @Flag(help: "Boot the kernel even when the appliance is published with a memory snapshot (default: resume it).")
+    var cold = false
+
     @OptionGroup var client: ClientOptions
 
     func validate() throws {
@@ -76,6 +79,7 @@ struct BootCommand: AsyncParsableCommand {
         options.timeout = timeout.map { .milliseconds(Int($0 * 1000)) }
         options.readDeadlineSeconds = readDeadline
         options.memoryMiB = memory
+        options.cold = cold
         options.consoleOutput = { ConsoleOutput.write($0) }
         let session = StreamBootSession(loader: loader, options: options, logger: logger)
 

@@ -53,6 +53,9 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Boot even when the appliance has a snapshot (memory.img + vmstate.json).")
     var cold = false
 
+    @Flag(help: "When resuming a snapshot, read all of memory.img before the guest runs (default: lazily, on first touch).")
+    var eager = false
+
     func run() throws {
         let directory = URL(fileURLWithPath: appliance)
         let configPath = directory.appendingPathComponent("appliance.json").path
@@ -92,7 +95,7 @@ struct RunCommand: ParsableCommand {
         var logger = Logger(label: "streamvm.run")
         logger.logLevel = verbose ? .debug : .warning
         // Resume from the appliance's snapshot when it has one (memory is then loaded lazily).
-        let restore = cold || artifact(.state) == nil ? nil : try RestorePlan.load(directory: appliance)
+        let restore = cold || artifact(.state) == nil ? nil : try RestorePlan.load(directory: appliance, loading: eager ? .eager : .lazy)
         let terminal = TerminalMode.enterCharacterMode()
         defer { terminal?.restore() }
         let machine = try Machine(

@@ -25,12 +25,19 @@ struct SnapshotCommand: ParsableCommand {
     @Flag(help: "Log VMM diagnostics to stderr.")
     var verbose = false
 
+    /// Kernel command-line argument for a boot that will be snapshotted at the ready marker.
+    static let snapshotKernelArgument = "streamvm.snapshot=1"
+
     func run() throws {
         guard atReady else { throw ValidationError("say when to pause: --at-ready") }
         let setup = try ApplianceSetup(directory: appliance)
         var logger = Logger(label: "streamvm.snapshot")
         logger.logLevel = verbose ? .debug : .warning
-        let machine = try Machine(configuration: setup.machineConfiguration(pauseAtReady: true), logger: logger)
+        var configuration = setup.machineConfiguration(pauseAtReady: true)
+        // Tells a Linux appliance's init it will be snapshotted at the marker: it then waits for the
+        // resume line after printing it (docs/snapshot.md, "Readiness after a resume").
+        if case .linux = configuration.image { configuration.commandLine += " " + Self.snapshotKernelArgument }
+        let machine = try Machine(configuration: configuration, logger: logger)
         let reason = machine.run(timeout: .milliseconds(Int(timeout * 1000)))
         guard reason == .stopRequested, machine.console.isReady else {
             throw ValidationError("the guest did not reach \"\(setup.config.readyMarker)\": \(reason)")

@@ -112,6 +112,34 @@ struct SnapshotRestoreTests {
         #expect(message.contains("page \((8 << 20) / GuestMemory.pageSize)"), "\(message)")
         #expect(!console.contains("resumed checksum"))
     }
+
+    /// Drains the UART's receive buffer the way a guest driver does (data-ready bit, then RBR).
+    static func pendingConsoleInput(_ serial: Serial8250) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var register: UInt8 = 0
+        while bytes.count < 1024 {
+            withUnsafeMutableBytes(of: &register) { serial.read(offset: Serial8250.lineStatusOffset, into: $0) }
+            guard register & Serial8250.lineStatusDataReady != 0 else { break }
+            withUnsafeMutableBytes(of: &register) { serial.read(offset: Serial8250.dataOffset, into: $0) }
+            bytes.append(register)
+        }
+        return bytes
+    }
+
+    @Test func aResumedGuestFindsTheResumeLineInItsConsoleInputAndABootedOneDoesNot() throws {
+        let scratch = try ScratchDirectory()
+        _ = try snapshotTestGuest(into: scratch.path)
+        let resumed = try Machine(configuration: MachineConfiguration(memorySize: 64 << 20, image: .flat([]), restore: try RestorePlan.load(directory: scratch.path)),
+                                  logger: Logger(label: "test-restore"))
+        #expect(Self.pendingConsoleInput(resumed.serial) == Array("STREAMVM-RESUMED\n".utf8))
+        var quiet = try RestorePlan.load(directory: scratch.path)
+        quiet.consoleInputOnResume = []
+        let silent = try Machine(configuration: MachineConfiguration(memorySize: 64 << 20, image: .flat([]), restore: quiet), logger: Logger(label: "test-restore"))
+        #expect(Self.pendingConsoleInput(silent.serial).isEmpty)
+        let booted = try Machine(configuration: MachineConfiguration(memorySize: 64 << 20, image: .flat(try TestGuest.image.get()), commandLine: "mode=snapshot mib=1"),
+                                 logger: Logger(label: "test-boot"))
+        #expect(Self.pendingConsoleInput(booted.serial).isEmpty)
+    }
 }
 
 @Suite struct SnapshotFileTests {

@@ -41,11 +41,17 @@ final class StreamBootFixture: @unchecked Sendable {
         return logger
     }()
 
+    /// What the guest printed before it was snapshotted (snapshot appliances only).
+    private(set) var snapshotChecksum: String?
+
     /// Publishes an appliance made of the test guest with `commandLine` and a `sectors`-sector
     /// patterned disk, at `chunkKiB` chunks.
     /// `patterned`: the disk `mode=blk` checks (it repeats every 256 sectors, so it dedups to few
     /// chunks); otherwise every 4 KiB block is distinct (half pseudo-random, half text).
-    init(name: String, commandLine: String, sectors: Int, chunkKiB: Int = 4, patterned: Bool = true) throws {
+    /// `snapshot`: boot the guest first and publish it paused at its ready marker (memory.img +
+    /// vmstate.json, as `streamvm snapshot --at-ready`), so boots resume it; `sectors` 0: no disk.
+    init(name: String, commandLine: String, sectors: Int, chunkKiB: Int = 4, patterned: Bool = true, snapshot: Bool = false,
+         beforePublish: (String) throws -> Void = { _ in }) throws {
         let guestDirectory = try Self.guest.get()
         var template = Array("/tmp/streamvm-boottest-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw CatalogError.io(path: "/tmp", errno: errno) }
@@ -53,7 +59,8 @@ final class StreamBootFixture: @unchecked Sendable {
         let appliance = base + "/appliance"
         try FileManager.default.createDirectory(atPath: appliance, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: guestDirectory + "/testguest.bin", toPath: appliance + "/kernel")
-        if patterned {
+        if sectors == 0 {
+        } else if patterned {
             try Self.run(guestDirectory + "/mkdisk", [appliance + "/disk.img", String(sectors)])
         } else {
             try Data(Self.distinctBlocks(bytes: sectors * 512)).write(to: URL(fileURLWithPath: appliance + "/disk.img"))
@@ -61,6 +68,8 @@ final class StreamBootFixture: @unchecked Sendable {
         let config = ApplianceConfig(name: name, version: "1", memoryMiB: 64, vcpus: 1, kernelCommandLine: commandLine,
                                      readyMarker: "STREAMVM-READY", kernelFormat: "flat")
         try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: appliance + "/appliance.json"))
+        if snapshot { snapshotChecksum = try Self.snapshot(appliance: appliance, config: config) }
+        try beforePublish(appliance)
         catalog = try CatalogDirectory(root: base + "/catalog", create: true)
         var options = PublishOptions()
         options.chunkSize = chunkKiB << 10
@@ -74,6 +83,26 @@ final class StreamBootFixture: @unchecked Sendable {
     deinit {
         serverTask?.cancel()
         try? FileManager.default.removeItem(atPath: base)
+    }
+
+    /// Boots the appliance with its disk (if any), pauses it at the ready marker and writes memory.img
+    /// and vmstate.json beside it. Returns the checksum the guest printed before the marker.
+    static func snapshot(appliance: String, config: ApplianceConfig) throws -> String {
+        var disks: [any BlockBackend] = []
+        if FileManager.default.fileExists(atPath: appliance + "/disk.img") { disks.append(try RawFileBackend(path: appliance + "/disk.img", readOnly: false)) }
+        let configuration = MachineConfiguration(memorySize: config.memoryMiB << 20, vcpuCount: config.vcpus,
+                                                 image: .flat(try Array(Data(contentsOf: URL(fileURLWithPath: appliance + "/kernel")))),
+                                                 commandLine: config.kernelCommandLine ?? "", disks: disks, readyMarker: config.readyMarker,
+                                                 pauseAtReady: true)
+        let machine = try Machine(configuration: configuration, logger: Logger(label: "streamboot.snapshot"))
+        let reason = machine.run(timeout: .seconds(120))
+        guard reason == .stopRequested, machine.console.isReady else {
+            throw HypervisorError.invalidConfiguration("snapshot guest did not pause at ready: \(reason); console: \(machine.console.output)")
+        }
+        try machine.saveSnapshot(to: appliance)
+        let console = machine.console.output
+        guard let range = console.range(of: "snapshot checksum ") else { return "" }
+        return String(console[range.upperBound...].prefix(18))
     }
 
     static func distinctBlocks(bytes: Int) -> [UInt8] {

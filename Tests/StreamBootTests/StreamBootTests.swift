@@ -54,7 +54,7 @@ struct StreamBootTests {
         // Upload the trace as the CLI does, then learn from it.
         let uploader = try TraceUploader(origin: try Origin(fixture.url), tokenFile: fixture.tokenFile)
         let trace = first.trace
-        _ = try await Task.detached { try uploader.upload(trace) }.value
+        _ = try await offPool { try uploader.upload(trace) }
         let report = try ModelPublisher(catalog: fixture.catalog, key: fixture.key, traceRoot: fixture.traceRoot, logger: fixture.logger)
             .learn(appliance: "replay")
         #expect(report.runs == 1 && report.published)
@@ -75,9 +75,9 @@ struct StreamBootTests {
         await fixture.stopServer()
     }
 
-    @Test func appliancesWithAMemorySnapshotAreRefusedUntilLazyMemoryLands() async throws {
+    @Test func aMemorySnapshotWithoutItsStateIsRefusedWithAClearError() async throws {
         let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=hello", sectors: 64)
-        // Republish with a memory snapshot beside the disk.
+        // Republish with a memory.img but no vmstate.json beside the disk.
         let appliance = fixture.base + "/appliance"
         try Data(repeating: 7, count: 8192).write(to: URL(fileURLWithPath: appliance + "/memory.img"))
         var config = try JSONDecoder().decode(ApplianceConfig.self, from: Data(contentsOf: URL(fileURLWithPath: appliance + "/appliance.json")))
@@ -87,9 +87,10 @@ struct StreamBootTests {
         options.trainDictionary = false
         _ = try Publisher(catalog: fixture.catalog, key: fixture.key, options: options, logger: fixture.logger).publish(try ApplianceDirectory(path: appliance))
         try await fixture.startServer()
-        await #expect(throws: StreamBootError.self) {
+        let error = await #expect(throws: StreamBootError.self) {
             _ = try await boot(fixture, mode: .vtube, cache: "cache", configure: { $0.reference = "blkguest@2" })
         }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("no vmstate.json"))
         await fixture.stopServer()
     }
 

@@ -134,6 +134,29 @@ import Testing
         #expect(scheduler.bufferedStartupBytes < 16 * Self.chunkBytes)
     }
 
+    @Test func vtubeBuffersOnlyForReadyAndStreamsAfterReadyClustersOnceTheGuestRuns() {
+        // The same model, but A (on the predicted path) is only touched after the ready marker.
+        var model = Self.model()
+        model.clusters[1].afterReady = true
+        let clock = ManualClock()
+        var scheduler = Self.scheduler(.vtube, model: model, clock: clock)
+        var actions = scheduler.start() + scheduler.tick(bandwidthBytesPerSecond: 1000, rttSeconds: 0.02)
+        // A very slow link: without the mark nearly boot + A would be buffered (see above); with it,
+        // boot only (the target is capped at the bytes the buffer can hold).
+        #expect(scheduler.bufferTargetBytes == 8 * Self.chunkBytes)
+        clock.advance(by: .seconds(1))
+        actions = Self.complete(&scheduler, actions, until: Self.startsGuest)
+        #expect(Self.startsGuest(actions))
+        #expect(scheduler.bufferedStartupBytes == 8 * Self.chunkBytes, "the guest starts with boot local and A still to come")
+        let aChunks = Set((20..<28).map(Self.disk))
+        #expect(aChunks.isSubset(of: scheduler.outstandingLocations), "A is on its way, not waited for")
+        // After the start A streams, and entering boot makes it urgent (cluster-ahead).
+        let entering = scheduler.accessed(Self.disk(0), waited: false)
+        let later = Self.complete(&scheduler, actions + entering)
+        #expect(aChunks.isSubset(of: Set(Self.fetches(later))))
+        #expect(aChunks.allSatisfy { !scheduler.outstandingLocations.contains($0) })
+    }
+
     @Test func enteringAnUnpredictedClusterMakesItUrgentAndCancelsOffPathWork() {
         let clock = ManualClock()
         var scheduler = Self.scheduler(.vtube, clock: clock) { $0.minimumOutstandingBytes = 12 * Self.chunkBytes }

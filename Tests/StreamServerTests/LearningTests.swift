@@ -48,11 +48,41 @@ import Testing
         try model.validate(file: "learned", manifest: Self.manifest, manifestDigest: Self.manifestDigest)
     }
 
+    @Test func clustersTouchedAfterTheReadyMarkerAreMarkedAndNeverMixedWithBootChunks() throws {
+        // Boot then A with no pause between them; the ready marker falls between the two (A at
+        // wall 1.10 s and later), so A is a cluster of its own, marked after-ready.
+        let traces = (0..<3).map { _ in
+            var trace = Self.run([(0, Self.boot + Self.pathA)])
+            trace.readySeconds = 1.095
+            return trace
+        }
+        let model = try AccessModelLearner().learn(traces: traces, manifest: Self.manifest, manifestDigest: Self.manifestDigest)
+        #expect(model.clusters.count == 2)
+        #expect(model.clusters[0].chunks == Self.boot.map { ChunkLocation(role: .disk, index: $0) })
+        #expect(!model.clusters[0].afterReady)
+        #expect(model.clusters[1].afterReady)
+        #expect(model.clusters[0].next == [.init(to: 1, probability: 1)])
+        // Without a ready marker nothing is marked and the burst stays one cluster.
+        let unmarked = traces.map { trace -> RunTrace in
+            var trace = trace
+            trace.readySeconds = nil
+            return trace
+        }
+        let plain = try AccessModelLearner().learn(traces: unmarked, manifest: Self.manifest, manifestDigest: Self.manifestDigest)
+        #expect(plain.clusters.count == 1 && !plain.clusters[0].afterReady)
+        // Models learned before the mark existed still decode (as not after-ready).
+        let encoded = String(decoding: try plain.encoded(), as: UTF8.self).replacingOccurrences(of: "\"afterReady\":false,", with: "")
+        #expect(!encoded.contains("afterReady"))
+        let old = try AccessModel.decode(Data(encoded.utf8), expected: nil, manifest: Self.manifest, manifestDigest: Self.manifestDigest, file: "old")
+        #expect(old == plain)
+    }
+
     @Test func divergentRunsAddABranchInsteadOfPoisoningTheCommonPath() throws {
         var traces = (0..<7).map { _ in Self.run([(0, Self.boot), (5, Self.pathA)]) }
         traces += (0..<3).map { _ in Self.run([(0, Self.boot), (5, Self.pathB)]) }
-        // One odd run: a different order inside boot and a burst of chunks nobody else touches.
-        traces.append(Self.run([(0, Self.boot.reversed()), (2, Array(70..<80)), (5, Self.pathA)]))
+        // One odd run: a different order inside boot and a burst of chunks nobody else touches (before
+        // its ready marker at wall 3 s, so the marker does not split the burst).
+        traces.append(Self.run([(0, Self.boot.reversed()), (1.5, Array(70..<80)), (5, Self.pathA)]))
         let model = try AccessModelLearner().learn(traces: traces, manifest: Self.manifest, manifestDigest: Self.manifestDigest)
         try model.validate(file: "learned", manifest: Self.manifest, manifestDigest: Self.manifestDigest)
 

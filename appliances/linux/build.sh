@@ -169,7 +169,7 @@ smoke_test_workload() { # <root dir> <work dir>
     rm -rf "$test"
     cp -al "$root" "$test"
     rm -rf "$test/tmp" && mkdir -m 1777 "$test/tmp"
-    if ! chroot "$test" /bin/sh -c 'export PATH=/bin:/opt/app/bin THINK_TIME=0; app-start && app-session' >"$2/smoke.log" 2>&1 ||
+    if ! chroot "$test" /bin/sh -c 'export PATH=/bin:/opt/app/bin THINK_TIME=0; app-start && app-query && app-session' >"$2/smoke.log" 2>&1 ||
         grep -q FAILED "$2/smoke.log"; then
         cat "$2/smoke.log" >&2
         die "the appliance workload failed in a chroot on this host (above)"

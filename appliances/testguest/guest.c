@@ -16,6 +16,12 @@
  *                 their checksum and STREAMVM-READY (where `streamvm snapshot --at-ready` pauses); then
  *                 (after a resume) re-read every page, print the checksum and bad-page count, print
  *                 STREAMVM-READY again and power off
+ *   mode=memreplay  a snapshot appliance that replays memory accesses (stream-boot benchmarks): fill
+ *                 `mib=N` MiB (default 32) from 8 MiB with the disk's bytes (64 KiB reads from 4 KiB
+ *                 into the disk, so memory chunks are not disk chunks), print STREAMVM-READY (where
+ *                 the snapshot is taken); after a resume touch `count=K` pseudo-random pages (default
+ *                 200: the first response's working set), print STREAMVM-READY, then walk `seqmib=M`
+ *                 MiB (default 16) page by page (the session afterwards), print a checksum, power off
  * Every test prints STREAMVM-READY when it passed, then powers off with code 0 (1 on failure). */
 typedef unsigned char u8;
 typedef unsigned short u16;
@@ -336,6 +342,52 @@ static int blk_bench(const char *cmdline) {
     return failures;
 }
 
+/* Reads `length` bytes from `sector` straight into guest memory at `address` (the device writes it). */
+static u8 read_into(u64 sector, u64 address, u32 length) {
+    header.type = BLK_T_IN; header.reserved = 0; header.sector = sector;
+    status_byte = 0xee;
+    descriptors[0] = (struct descriptor){ (u64)&header, sizeof header, DESC_NEXT, 1 };
+    descriptors[1] = (struct descriptor){ address, length, DESC_NEXT | DESC_WRITE, 2 };
+    descriptors[2] = (struct descriptor){ (u64)&status_byte, 1, DESC_WRITE, 0 };
+    if (!submit(0, 1)) return 0xee;
+    return status_byte;
+}
+
+static int memory_replay(const char *cmdline, u64 ram_size) {
+    u64 mib = parse_number(argument(cmdline, "mib"), 32);
+    u64 count = parse_number(argument(cmdline, "count"), 200);
+    u64 walk_mib = parse_number(argument(cmdline, "seqmib"), 16);
+    u64 pages = mib * 256;
+    if (pages == 0 || SNAPSHOT_BASE + pages * 4096 > ram_size || SNAPSHOT_BASE + pages * 4096 > 0xc0000000ul) {
+        check(0, "replay region fits in low RAM");
+        return failures;
+    }
+    if (virtio_setup() != 0) { check(0, "virtio-blk device setup"); return failures; }
+    u64 capacity = (u64)reg_read(VIRTIO_CONFIG) | ((u64)reg_read(VIRTIO_CONFIG + 4) << 32);
+    if (capacity < 8 + mib * 2048) { check(0, "disk holds the replay region plus 4 KiB"); return failures; }
+    int errors = 0;
+    for (u64 i = 0; i < mib * 16; i++) {
+        if (read_into(8 + i * 128, SNAPSHOT_BASE + i * 65536, 65536) != BLK_S_OK) errors++;
+    }
+    check(errors == 0, "replay region filled from the disk");
+    puts_serial("STREAMVM-READY\n");
+    /* A snapshot taken at the marker resumes here, with the region still to be loaded. */
+    u64 sum = 0, state = 0x2545f4914f6cdd1dul;
+    for (u64 i = 0; i < count; i++) {
+        state = state * 6364136223846793005ul + 1442695040888963407ul; /* Knuth's MMIX LCG */
+        u64 page = (state >> 33) % pages;
+        sum = (sum ^ *(const volatile u64 *)(SNAPSHOT_BASE + page * 4096 + (i % 512) * 8)) * 0x100000001b3ul;
+    }
+    puts_serial("replay response "); put_hex(sum); puts_serial("\n");
+    puts_serial("STREAMVM-READY\n");
+    u64 walk = walk_mib * 256 < pages ? walk_mib * 256 : pages;
+    for (u64 page = 0; page < walk; page++) {
+        sum = (sum ^ *(const volatile u64 *)(SNAPSHOT_BASE + page * 4096 + (page % 512) * 8)) * 0x100000001b3ul;
+    }
+    puts_serial("replay session "); put_hex(sum); puts_serial("\n");
+    return failures;
+}
+
 /* After a malformed chain the device must say DEVICE_NEEDS_RESET and complete nothing; then a reset
  * and fresh setup must give a working device again. */
 static void expect_needs_reset(const char *what) {
@@ -523,6 +575,8 @@ u64 guest_main(const char *cmdline, u64 ram_size) {
         result = acpi_poweroff();
     } else if (word_is(mode, "snapshot")) {
         result = snapshot_test(cmdline, ram_size);
+    } else if (word_is(mode, "memreplay")) {
+        result = memory_replay(cmdline, ram_size);
     } else if (word_is(mode, "spin")) {
         puts_serial("STREAMVM-READY\n");
         for (;;) __asm__ volatile("pause");

@@ -30,13 +30,33 @@ public struct AccessModel: Codable, Sendable, Equatable {
         public var startSeconds: Double
         /// Where runs went next after entering this cluster, most likely first.
         public var next: [Transition]
+        /// Runs touched this cluster after the appliance printed its ready marker: it is not needed to
+        /// become ready, so vTube streams it after the guest starts instead of buffering it.
+        /// Absent in models learned before this field existed (read as false).
+        public var afterReady: Bool
 
-        public init(chunks: [ChunkLocation], bytes: Int, support: Double, startSeconds: Double, next: [Transition]) {
+        public init(chunks: [ChunkLocation], bytes: Int, support: Double, startSeconds: Double, next: [Transition],
+                    afterReady: Bool = false) {
             self.chunks = chunks
             self.bytes = bytes
             self.support = support
             self.startSeconds = startSeconds
             self.next = next
+            self.afterReady = afterReady
+        }
+
+        private enum CodingKeys: String, CodingKey {
+            case chunks, bytes, support, startSeconds, next, afterReady
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            chunks = try container.decode([ChunkLocation].self, forKey: .chunks)
+            bytes = try container.decode(Int.self, forKey: .bytes)
+            support = try container.decode(Double.self, forKey: .support)
+            startSeconds = try container.decode(Double.self, forKey: .startSeconds)
+            next = try container.decode([Transition].self, forKey: .next)
+            afterReady = try container.decodeIfPresent(Bool.self, forKey: .afterReady) ?? false
         }
     }
 

@@ -7,7 +7,9 @@ import StreamServer
 /// `streamvm bench stream`: for one appliance and one WAN profile, stream-boots the appliance with
 /// each prefetch mode through the shaping proxy and measures time to ready, stalls after ready and
 /// bytes, next to the oracle bound (RTT + compressed bytes needed before ready ÷ rate). The model is
-/// trained on separate runs (unshaped, on loopback) before any evaluated run.
+/// trained on separate runs (unshaped, on loopback) before any evaluated run. An appliance directory
+/// with a memory snapshot (memory.img + vmstate.json) is published with it and every run resumes it
+/// (ready = the marker printed after the first post-resume response).
 public struct StreamBenchmark: Sendable {
     public struct Profile: Sendable, Codable {
         public var name: String
@@ -34,6 +36,8 @@ public struct StreamBenchmark: Sendable {
     /// The JSON shape the issue names, plus where the figures come from.
     public struct Report: Sendable, Codable {
         public var appliance: String
+        /// Runs resumed the appliance's memory snapshot instead of booting it.
+        public var resumed: Bool
         public var profile: String
         public var oracle_ttr_s: Double
         public var modes: [String: ModeResult]
@@ -108,9 +112,11 @@ public struct StreamBenchmark: Sendable {
         var results: [String: ModeResult] = [:]
         var timelines: [Timeline] = []
         var neededBeforeReady: Int?
+        var resumed = false
         for mode in modes {
             let (outcome, samples) = try await boot(name, mode: mode, origin: shaped, cache: "\(work)/cache-\(mode.rawValue)")
             let report = outcome.report
+            resumed = report.resumed
             results[mode.rawValue] = ModeResult(ttr_s: report.readySeconds, stall_count: report.stallsAfterReady,
                                                 stall_s: report.stallSecondsAfterReady, bytes: report.bytesReceived, stop: report.stopReason,
                                                 buffered_bytes: report.bufferedBytes,
@@ -125,7 +131,7 @@ public struct StreamBenchmark: Sendable {
         }
         let needed = try neededBeforeReady ?? Self.bootBytes(catalog: catalog, appliance: name)
         let oracle = profile.rttMs / 1000 + Double(needed) / profile.rateBytesPerSecond
-        return (Report(appliance: name, profile: profile.name, oracle_ttr_s: oracle, modes: results, training_runs: trainingRuns, source: source),
+        return (Report(appliance: name, resumed: resumed, profile: profile.name, oracle_ttr_s: oracle, modes: results, training_runs: trainingRuns, source: source),
                 timelines)
     }
 
@@ -155,8 +161,9 @@ public struct StreamBenchmark: Sendable {
         return (outcome, samples)
     }
 
-    /// Compressed bytes the guest needed before it printed the ready marker: kernel and initrd (needed
-    /// before it starts) plus every non-zero chunk it touched first before ready.
+    /// Compressed bytes the guest needed before it printed the ready marker: what must be whole before
+    /// it starts (kernel and initrd, or for a resume the device state) plus every non-zero chunk, disk
+    /// or memory, it touched first before ready.
     static func bytesNeeded(before ready: Double, trace: RunTrace, catalog: CatalogDirectory) throws -> Int {
         let manifest = try catalog.loadManifest(trace.manifest)
         var bytes = bootArtifactBytes(manifest)
@@ -166,14 +173,15 @@ public struct StreamBenchmark: Sendable {
         return bytes
     }
 
-    /// Without a trace: kernel and initrd only (a lower bound).
+    /// Without a trace: what must be whole before the start only (a lower bound).
     static func bootBytes(catalog: CatalogDirectory, appliance: String) throws -> Int {
         guard let signed = try catalog.loadCatalog(trust: .insecure) else { return 0 }
         return bootArtifactBytes(try catalog.loadManifest(try signed.index.resolve(appliance).entry.manifest))
     }
 
     static func bootArtifactBytes(_ manifest: Manifest) -> Int {
-        [ArtifactRole.kernel, .initrd].compactMap { manifest.artifact($0) }
+        let resumes = manifest.artifact(.memory) != nil && manifest.artifact(.state) != nil
+        return (resumes ? [ArtifactRole.state] : [.kernel, .initrd]).compactMap { manifest.artifact($0) }
             .reduce(0) { total, artifact in total + artifact.chunks.reduce(0) { $0 + ($1?.stored ?? 0) } }
     }
 }

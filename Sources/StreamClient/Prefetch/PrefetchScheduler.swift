@@ -6,7 +6,8 @@ import Catalog
 ///
 /// - Start: `none` starts at once; `full` and `workingset` (REAP) after the whole image or recorded
 ///   working set is local; `vtube` after just enough of the predicted path is buffered that the rest
-///   can stream in before the guest needs it at the measured bandwidth (vTube §4.3).
+///   can stream in before the guest needs it at the measured bandwidth (vTube §4.3). Clusters the
+///   model marks as after-ready are left out of that buffer: they stream after the start, cluster-ahead.
 /// - Running: chunks are issued in plan order while the bytes outstanding stay under a few
 ///   bandwidth-delay products, which keeps the link full without burying the next demand miss
 ///   (the fetcher always starts demand requests first). Entering a model cluster makes its rest and
@@ -128,7 +129,7 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
                 let rest = model.clusters.indices.filter { !onPath.contains($0) }
                     .sorted { (-model.clusters[$0].support, model.clusters[$0].startSeconds) < (-model.clusters[$1].support, model.clusters[$1].startSeconds) }
                 background = (startupPath + rest).flatMap { model.clusters[$0].chunks } + (configuration.complete ? all : [])
-                startupSet = Set(startupPath.flatMap { model.clusters[$0].chunks })
+                startupSet = Set(startupPath.filter { !model.clusters[$0].afterReady }.flatMap { model.clusters[$0].chunks })
                 hot = Set(startupPath.prefix(1))
             } else {
                 background = configuration.complete ? all : []
@@ -197,7 +198,8 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
 
     /// Startup buffer (vTube): the guest reaches cluster k of the path `startSeconds` after it starts,
     /// by which time the link delivers `rate × startSeconds` more, so the buffer must cover the
-    /// largest shortfall `cumulativeBytes(k) − rate × start(k)`, plus one round trip of data.
+    /// largest shortfall `cumulativeBytes(k) − rate × start(k)`, plus one round trip of data. Only the
+    /// clusters needed before ready count; after-ready clusters stream once the guest runs.
     private func startupTarget() -> Int {
         switch configuration.mode {
         case .none: return 0
@@ -207,7 +209,7 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
             let rate = startupRate
             var cumulative = 0
             var shortfall = 0.0
-            for number in startupPath {
+            for number in startupPath where !model.clusters[number].afterReady {
                 let cluster = model.clusters[number]
                 cumulative += cluster.bytes
                 shortfall = max(shortfall, Double(cumulative) - rate * cluster.startSeconds)

@@ -9,6 +9,9 @@ import Foundation
 /// most runs touch are clustered by time alone, while chunks only some runs touch are first grouped
 /// by exactly which runs touched them, so one odd run's chunks form their own low-support cluster
 /// and low-probability transition instead of being spliced into the common path.
+///
+/// Chunks most runs touched after their ready marker (`RunTrace.readySeconds`) are marked so, and a
+/// cluster never mixes them with chunks needed to become ready: vTube buffers only for ready.
 public struct AccessModelLearner: Sendable {
     public struct Parameters: Sendable {
         /// A pause longer than this (guest seconds, between median touch times) starts a new cluster.
@@ -29,28 +32,32 @@ public struct AccessModelLearner: Sendable {
     public func learn(traces: [RunTrace], manifest: Manifest, manifestDigest: Digest) throws -> AccessModel {
         guard let first = traces.first else { throw ServerError.noTraces(appliance: manifest.config.name) }
         let runCount = traces.count
-        // Per chunk: (run, touch time) for every run that fetched it (zero and overlay chunks cost nothing).
-        var touches: [ChunkLocation: [(run: Int, seconds: Double)]] = [:]
+        // Per chunk: (run, touch time, after ready?) for every run that fetched it (zero and overlay
+        // chunks cost nothing).
+        var touches: [ChunkLocation: [(run: Int, seconds: Double, afterReady: Bool)]] = [:]
         var storedBytes: [ChunkLocation: Int] = [:]
         for (run, trace) in traces.enumerated() {
             for record in trace.records where record.outcome != .zero && record.outcome != .overlay {
                 guard let stored = try record.location.ref(in: manifest)?.stored else { continue }
-                touches[record.location, default: []].append((run, record.orderSeconds))
+                let afterReady = trace.readySeconds.map { record.wallSeconds > $0 } ?? false
+                touches[record.location, default: []].append((run, record.orderSeconds, afterReady))
                 storedBytes[record.location] = stored
             }
         }
 
         // Group chunks: the common path together, the rest by the exact set of runs that touched them.
-        struct Member { let location: ChunkLocation; let median: Double; let runs: [Int] }
+        struct Member { let location: ChunkLocation; let median: Double; let runs: [Int]; let afterReady: Bool }
         var groups: [[Int]: [Member]] = [:]
         for (location, list) in touches {
             let runs = Array(Set(list.map(\.run))).sorted()
-            let member = Member(location: location, median: Self.median(list.map(\.seconds)), runs: runs)
+            let afterReadyCount = list.filter(\.afterReady).count
+            let member = Member(location: location, median: Self.median(list.map(\.seconds)), runs: runs,
+                                afterReady: 2 * afterReadyCount > list.count)
             let support = Double(runs.count) / Double(runCount)
             groups[support >= parameters.commonSupport ? [] : runs, default: []].append(member)
         }
 
-        // Split each group into clusters at pauses and at the size bound.
+        // Split each group into clusters at pauses, at the size bound and where the ready marker falls.
         var clusterMembers: [[Member]] = []
         for key in groups.keys.sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             let members = groups[key]!.sorted { ($0.median, $0.location) < ($1.median, $1.location) }
@@ -59,7 +66,8 @@ public struct AccessModelLearner: Sendable {
             for member in members {
                 let size = storedBytes[member.location] ?? 0
                 if let last = current.last,
-                   member.median - last.median > parameters.burstGapSeconds || bytes + size > parameters.maximumClusterBytes {
+                   member.median - last.median > parameters.burstGapSeconds || bytes + size > parameters.maximumClusterBytes
+                   || member.afterReady != last.afterReady {
                     clusterMembers.append(current)
                     current = []
                     bytes = 0
@@ -71,10 +79,11 @@ public struct AccessModelLearner: Sendable {
         }
 
         // Cluster facts, then number clusters by start time (most supported first on ties).
-        struct Draft { var chunks: [ChunkLocation]; var bytes: Int; var runs: Set<Int>; var start: Double }
+        struct Draft { var chunks: [ChunkLocation]; var bytes: Int; var runs: Set<Int>; var start: Double; var afterReady: Bool }
         var drafts = clusterMembers.map { members in
             Draft(chunks: members.map(\.location), bytes: members.reduce(0) { $0 + (storedBytes[$1.location] ?? 0) },
-                  runs: Set(members.flatMap(\.runs)), start: members.map(\.median).min() ?? 0)
+                  runs: Set(members.flatMap(\.runs)), start: members.map(\.median).min() ?? 0,
+                  afterReady: members.allSatisfy(\.afterReady))
         }
         drafts.sort { ($0.start, -$0.runs.count, $0.chunks[0]) < ($1.start, -$1.runs.count, $1.chunks[0]) }
         var clusterOf: [ChunkLocation: Int] = [:]
@@ -102,7 +111,8 @@ public struct AccessModelLearner: Sendable {
         let clusters = drafts.enumerated().map { number, draft in
             AccessModel.Cluster(chunks: draft.chunks, bytes: draft.bytes, support: Double(draft.runs.count) / Double(runCount),
                                 startSeconds: draft.start,
-                                next: transitions(transitionCounts[number] ?? [:], outOf: draft.runs.count))
+                                next: transitions(transitionCounts[number] ?? [:], outOf: draft.runs.count),
+                                afterReady: draft.afterReady)
         }
         return AccessModel(appliance: first.appliance, version: first.version, manifest: manifestDigest, runs: runCount,
                            start: transitions(startCounts, outOf: runCount), clusters: clusters)
