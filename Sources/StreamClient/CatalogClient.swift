@@ -11,7 +11,7 @@ public final class CatalogClient: @unchecked Sendable {
     public let trust: SignedCatalog.Trust
     public let retry: RetryPolicy
     let pool: OriginPool
-    private let logger: Logger
+    let logger: Logger
     private let decompressors = DecompressorPool()
     private let lock = NSLock()
     private var dictionaries: [Digest: ZstdDictionary] = [:]

@@ -77,7 +77,12 @@ public final class ChunkLoader: @unchecked Sendable {
         let task = Task<[UInt8], any Error> { [client, cache] in
             defer { self.finished(ref.id, ticket: ticket) }
             let chunk = try await client.loadChunk(ref, length: length, dictionary: dictionary, ticket: ticket)
-            try cache?.insert(ref.id, bytes: chunk.bytes)
+            do {
+                try cache?.insert(ref.id, bytes: chunk.bytes)
+            } catch {
+                // The bytes are verified; a full or unwritable cache only costs a refetch later.
+                client.logger.warning("chunk not cached", metadata: ["chunk": "\(ref.id)", "error": "\(error)"])
+            }
             return chunk.bytes
         }
         let flight = InFlight(task: task, ticket: ticket)

@@ -14,8 +14,13 @@ final class CurlTransfer {
     /// Whether libcurl has sent the request; until then the transfer waits for a connection (or, on
     /// HTTP/1.1, for a free one) and must not count as stalled.
     var requestSent = false
+    /// Whether at most one BDP was in flight when the request started (its first-byte time is then an RTT sample).
+    var startedUncongested = true
+    /// Whether the response body is arriving (first byte received, transfer not finished).
+    var isReceiving: Bool { !body.isEmpty }
     /// Called with each accepted body slice's size (the fetcher's bandwidth estimator).
-    var onBytes: ((Int) -> Void)?
+    /// The flag says whether the slice is the body's first.
+    var onBytes: ((Int, Bool) -> Void)?
 
     /// HTTP/2 stream weights (RFC 7540 §5.3.2, 1...256): servers that honour them send demand bytes first.
     static let demandWeight = 256
@@ -86,7 +91,7 @@ final class CurlTransfer {
             return 0
         }
         body.append(bytes.bindMemory(to: UInt8.self))
-        onBytes?(bytes.count)
+        onBytes?(bytes.count, body.count == bytes.count)
         return bytes.count
     }
 

@@ -16,6 +16,8 @@ struct FetchScheduler {
         var priority: FetchPriority
         /// Bytes this request will bring in, for the window (its expected or maximum size).
         let weightBytes: Int
+        /// Of those, bytes not received yet: what the request still has in the network.
+        var outstandingBytes: Int
         let sequence: UInt64
     }
 
@@ -36,13 +38,19 @@ struct FetchScheduler {
     private(set) var demandBytesInFlight = 0
     private(set) var prefetchBytesInFlight = 0
     private(set) var demandInFlightCount = 0
+    /// The prefetch window the last `admit` used (for diagnostics).
+    private(set) var lastWindowBytes = 0
 
     var queuedCount: Int { demandQueue.count - demandHead + prefetchQueue.count }
     var queuedDemandCount: Int { demandQueue.count - demandHead }
     var isDemandPending: Bool { demandInFlightCount > 0 || queuedDemandCount > 0 }
+    /// A demand request is pending while prefetch is queued or in flight: only then can prefetch delay
+    /// it, so only then does the window narrow (loading a catalogue before any prefetch does not).
+    var demandCompetesWithPrefetch: Bool { isDemandPending && (prefetchBytesInFlight > 0 || !prefetchQueue.isEmpty) }
 
     mutating func enqueue(_ id: RequestID, priority: FetchPriority, weightBytes: Int) {
-        let entry = Entry(id: id, priority: priority, weightBytes: max(1, weightBytes), sequence: nextSequence)
+        let entry = Entry(id: id, priority: priority, weightBytes: max(1, weightBytes), outstandingBytes: max(1, weightBytes),
+                          sequence: nextSequence)
         nextSequence += 1
         insert(entry)
     }
@@ -91,8 +99,8 @@ struct FetchScheduler {
     mutating func reprioritize(_ id: RequestID, to priority: FetchPriority) {
         if var entry = inFlight[id] {
             if entry.priority != .demand, priority == .demand {
-                prefetchBytesInFlight -= entry.weightBytes
-                demandBytesInFlight += entry.weightBytes
+                prefetchBytesInFlight -= entry.outstandingBytes
+                demandBytesInFlight += entry.outstandingBytes
                 demandInFlightCount += 1
                 entry.priority = .demand
                 inFlight[id] = entry
@@ -108,13 +116,13 @@ struct FetchScheduler {
     /// Requests to start now, in order; they count as in flight until `finished` is called.
     /// Requests enqueued, promoted or removed since the last call take effect for the window at `now`.
     mutating func admit(link: LinkEstimate, now: Double) -> [RequestID] {
-        window.observe(demandPending: isDemandPending, link: link, at: now)
+        window.observe(demandPending: demandCompetesWithPrefetch, link: link, at: now)
         var started: [RequestID] = []
         while demandHead < demandQueue.count, inFlight.count < maximumInFlight {
             let entry = demandQueue[demandHead]
             demandHead += 1
             inFlight[entry.id] = entry
-            demandBytesInFlight += entry.weightBytes
+            demandBytesInFlight += entry.outstandingBytes
             demandInFlightCount += 1
             started.append(entry.id)
         }
@@ -124,6 +132,7 @@ struct FetchScheduler {
         }
         guard demandHead == demandQueue.count else { return started }
         let windowBytes = window.windowBytes(link: link, at: now)
+        lastWindowBytes = windowBytes
         let prefetchSlots = max(1, maximumInFlight - demandReserve)
         while let next = prefetchQueue.last, inFlight.count < prefetchSlots {
             let occupied = prefetchBytesInFlight + demandBytesInFlight
@@ -131,21 +140,33 @@ struct FetchScheduler {
             guard prefetchBytesInFlight == 0 || occupied + next.weightBytes <= windowBytes else { break }
             prefetchQueue.removeLast()
             inFlight[next.id] = next
-            prefetchBytesInFlight += next.weightBytes
+            prefetchBytesInFlight += next.outstandingBytes
             started.append(next.id)
         }
         return started
+    }
+
+    /// Body bytes of a started request arrived: they are no longer in the network, so they leave the
+    /// window at once. Counting whole requests until they end would hold the window shut while a
+    /// server interleaves many responses (they all end late, together), leaving the link idle for a
+    /// round trip after each such batch; and bytes already received queue ahead of no demand miss.
+    mutating func received(_ id: RequestID, bytes: Int) {
+        guard var entry = inFlight[id], entry.outstandingBytes > 0 else { return }
+        let drop = min(bytes, entry.outstandingBytes)
+        entry.outstandingBytes -= drop
+        inFlight[id] = entry
+        if entry.priority == .demand { demandBytesInFlight -= drop } else { prefetchBytesInFlight -= drop }
     }
 
     /// A started request ended (done, failed or cancelled) at `now`.
     mutating func finished(_ id: RequestID, link: LinkEstimate, now: Double) {
         guard let entry = inFlight.removeValue(forKey: id) else { return }
         if entry.priority == .demand {
-            demandBytesInFlight -= entry.weightBytes
+            demandBytesInFlight -= entry.outstandingBytes
             demandInFlightCount -= 1
-            window.observe(demandPending: isDemandPending, link: link, at: now)
+            window.observe(demandPending: demandCompetesWithPrefetch, link: link, at: now)
         } else {
-            prefetchBytesInFlight -= entry.weightBytes
+            prefetchBytesInFlight -= entry.outstandingBytes
         }
     }
 }

@@ -18,7 +18,7 @@ public final class Fetcher: @unchecked Sendable {
         /// (20 Mbit/s, 60 ms: BDP 150 kB) a demand miss does not wait behind several BDPs of prefetch.
         public var unmeasuredPrefetchWindowBytes = 256 * 1024
         /// Prefetch window, in bandwidth-delay products, while no demand miss is pending or recent.
-        public var openWindowInBDPs = 3.0
+        public var openWindowInBDPs = 2.5
         /// Prefetch window while demand misses are happening (see `PrefetchWindowPolicy`).
         public var pressuredWindowInBDPs = 1.0
         /// Extra CA bundle for https origins (self-signed edge hosts).
@@ -60,6 +60,7 @@ public final class Fetcher: @unchecked Sendable {
     private var active: [RequestID: CurlTransfer] = [:]
     private var activeByHandle: [UnsafeMutableRawPointer: RequestID] = [:]
     private var cancelledBeforeSubmit: Set<RequestID> = []
+    private var lastStateLog = 0.0
 
     public init(configuration: Configuration = Configuration(), logger: Logger) throws {
         CurlGlobal.initialize()
@@ -177,8 +178,12 @@ public final class Fetcher: @unchecked Sendable {
             collectFinished()
             abortStalled(now: monotonicSeconds())
             let after = monotonicSeconds()
-            estimator.tick(at: after, busy: !active.isEmpty)
+            estimator.tick(at: after, busy: active.values.contains { $0.isReceiving })
             publish()
+            if after - lastStateLog >= 1, logger.logLevel <= .trace {
+                lastStateLog = after
+                logState()
+            }
             // Wake at least every 50 ms to close estimator bins and check for stalls.
             curl_multi_poll(multi, nil, 0, 50, nil)
         }
@@ -220,7 +225,13 @@ public final class Fetcher: @unchecked Sendable {
     }
 
     private func startAdmitted(now: Double) {
-        for id in scheduler.admit(link: estimator.estimate, now: now) {
+        // A request's first-byte time is the path's RTT only if little was queued ahead of it; under a
+        // full window it includes the queue, and a minimum of such samples would grow the BDP, the
+        // window and the queue in turn.
+        let link = estimator.estimate
+        let queuedAhead = scheduler.prefetchBytesInFlight + scheduler.demandBytesInFlight
+        let uncongested = link.bandwidthDelayProductBytes.map { queuedAhead <= $0 } ?? true
+        for id in scheduler.admit(link: link, now: now) {
             guard let spec = queued.removeValue(forKey: id) else { scheduler.finished(id, link: estimator.estimate, now: now); continue }
             guard let transfer = CurlTransfer(id: id, request: spec.request, now: now, configuration: configuration,
                                               completion: spec.completion) else {
@@ -229,10 +240,12 @@ public final class Fetcher: @unchecked Sendable {
                 continue
             }
             transfer.attachContext()
-            transfer.onBytes = { [unowned self, unowned transfer] count in
+            transfer.startedUncongested = uncongested
+            transfer.onBytes = { [unowned self, unowned transfer] count, first in
                 let time = monotonicSeconds()
                 transfer.lastProgress = time
-                estimator.received(count, at: time)
+                estimator.received(count, at: time, startsBody: first)
+                scheduler.received(transfer.id, bytes: count)
             }
             active[id] = transfer
             activeByHandle[transfer.handle] = id
@@ -247,7 +260,7 @@ public final class Fetcher: @unchecked Sendable {
                   let id = activeByHandle[handle], let transfer = active[id] else { continue }
             let outcome = transfer.outcome(code: message.pointee.data.result)
             if case .success(let body) = outcome {
-                estimator.firstByte(after: body.firstByteSeconds, at: monotonicSeconds())
+                estimator.firstByte(after: body.firstByteSeconds, at: monotonicSeconds(), uncongested: transfer.startedUncongested)
             }
             finish(transfer, with: outcome)
         }
@@ -274,6 +287,20 @@ public final class Fetcher: @unchecked Sendable {
         scheduler.finished(transfer.id, link: estimator.estimate, now: monotonicSeconds())
         transfer.onBytes = nil
         transfer.completion(outcome)
+    }
+
+    /// Once a second at trace level: what the window and the link look like (throughput diagnosis).
+    private func logState() {
+        let link = estimator.estimate
+        logger.trace("fetcher state", metadata: [
+            "bandwidthMbit": "\(link.bandwidthBytesPerSecond.map { ($0 * 8 / 1e6 * 10).rounded() / 10 } ?? -1)",
+            "rttMs": "\(link.rttSeconds.map { ($0 * 1e4).rounded() / 10 } ?? -1)",
+            "windowKB": "\(scheduler.lastWindowBytes / 1000)",
+            "prefetchKBInFlight": "\(scheduler.prefetchBytesInFlight / 1000)",
+            "demandInFlight": "\(scheduler.demandInFlightCount)",
+            "inFlight": "\(active.count)", "queued": "\(scheduler.queuedCount)",
+            "receivedMB": "\(link.bytesReceived / 1_000_000)",
+        ])
     }
 
     private func publish() {

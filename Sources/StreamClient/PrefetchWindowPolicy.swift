@@ -7,9 +7,9 @@
 /// A pure value: time is passed in (monotonic seconds), so tests drive it with a made-up clock.
 struct PrefetchWindowPolicy {
     /// Window with no demand miss pending or recent. Measured at 100 Mbit/s, 20 ms through the
-    /// benchmark's shaping proxy: 1.5 BDP reached 70–80 % of the link, 2.5 BDP 94–99 %; the extra
-    /// half covers request granularity (whole chunks) and rate wobble.
-    var openBDPs = 3.0
+    /// benchmark's shaping proxy (outstanding bytes counted): 2 and 3 BDP both reached 97–98 % of
+    /// the link; every BDP above one is queue the first miss of a burst waits behind.
+    var openBDPs = 2.5
     /// Window while demand misses happen: a miss then queues behind at most about this much minus the
     /// one BDP on the wire, so it completes in about one RTT plus its own transfer (goal: 2 RTT + chunk).
     var pressuredBDPs = 1.0

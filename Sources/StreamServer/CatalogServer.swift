@@ -7,6 +7,8 @@ import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
+import Synchronization
 
 /// `streamvm serve`: the catalogue over HTTP/2 (h2c with prior knowledge and HTTP/1.1 on plaintext,
 /// h2 or HTTP/1.1 over TLS by ALPN), with verified reads, authenticated uploads, metrics and a
@@ -28,6 +30,8 @@ public final class CatalogServer: Sendable {
         public var learningKey: SigningKey?
         /// A connection that neither reads nor completes a write for this long is closed.
         public var stallTimeout: Duration = .seconds(30)
+        /// How long a graceful shutdown waits for open connections before cancelling them.
+        public var shutdownGrace: Duration = .seconds(5)
         public var limits = VerifiedObjectStore.Limits()
         public var scrub = ObjectScrubber.Pace()
         public var scrubEnabled = true
@@ -43,6 +47,13 @@ public final class CatalogServer: Sendable {
     private let responder: CatalogResponder
     private let scrubber: ObjectScrubber
     private let logger: Logger
+    private let running = Mutex(RunState())
+
+    /// The service group of a running server, or a shutdown asked for before it started.
+    private struct RunState: @unchecked Sendable {
+        var group: ServiceGroup?
+        var shutdownRequested = false
+    }
 
     public init(options: Options, logger: Logger) throws {
         self.options = options
@@ -83,19 +94,34 @@ public final class CatalogServer: Sendable {
                                                     serverName: "streamvm", backlog: options.backlog),
             onServerRunning: { channel in await onListening(channel.localAddress?.port ?? 0) },
             logger: logger)
-        let scrubber = self.scrubber
-        let scrubEnabled = options.scrubEnabled
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask {
-                if handleSignals { try await app.runService() } else { try await app.run() }
-            }
-            if scrubEnabled {
-                group.addTask { await scrubber.run() }
-            }
-            // Whichever ends first (the server, normally) ends the other.
-            try await group.next()
-            group.cancelAll()
+        var services: [any Service] = [app]
+        if options.scrubEnabled { services.append(ScrubberService(scrubber: scrubber)) }
+        var configuration = ServiceGroupConfiguration(
+            services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            gracefulShutdownSignals: handleSignals ? [.sigterm, .sigint] : [],
+            logger: logger)
+        // Clients that keep idle connections open (libcurl does) would otherwise hold the shutdown
+        // until the idle timeout; past this grace the remaining connections are cancelled.
+        configuration.maximumGracefulShutdownDuration = options.shutdownGrace
+        let group = ServiceGroup(configuration: configuration)
+        let shutdownAlreadyAsked = running.withLock { state in
+            state.group = group
+            return state.shutdownRequested
         }
+        if shutdownAlreadyAsked { await group.triggerGracefulShutdown() }
+        try await group.run()
+    }
+
+    /// Stops the server gracefully: no new connections, open ones finish their requests, then `run`
+    /// returns. Prefer this to cancelling the task that runs the server: cancelling it while an
+    /// accepted connection is still queued traps in swift-nio ("Deinited NIOAsyncWriter without
+    /// calling finish()", apple/swift-nio#3481). Safe to call before `run` starts or more than once.
+    public func shutdown() async {
+        let group = running.withLock { state -> ServiceGroup? in
+            state.shutdownRequested = true
+            return state.group
+        }
+        await group?.triggerGracefulShutdown()
     }
 
     /// Plaintext: h2c or HTTP/1.1 chosen per connection; TLS: ALPN chooses. Both stall-guarded.

@@ -25,6 +25,9 @@ struct BenchClientCommand: AsyncParsableCommand {
     @Flag(help: "Fewer samples and a bounded transfer per profile (a minute instead of several).")
     var quick = false
 
+    @Option(help: "Open prefetch window in bandwidth-delay products (default: the fetcher's, 3).")
+    var openWindow: Double?
+
     @Option(help: "Write the JSON report here as well as to standard output.")
     var json: String?
 
@@ -42,9 +45,13 @@ struct BenchClientCommand: AsyncParsableCommand {
         defer { tlsNginx.stop() }
         let origins = [ClientBenchmark.Transport(name: "h2c", port: nginx.port, tls: false),
                        ClientBenchmark.Transport(name: "h2-tls", port: tlsNginx.port, tls: true)]
-        let benchmark = ClientBenchmark(origins: origins, caFile: tls.certificate,
+        var benchmark = ClientBenchmark(origins: origins, caFile: tls.certificate,
                                         trust: try ClientOptions.trustPolicy(trust: trust, insecure: insecure), appliance: appliance,
                                         workDirectory: work, quick: quick, logger: commandLogger("streamvm.bench"))
+        if let openWindow {
+            guard openWindow > 0 else { throw ValidationError("--open-window must be positive") }
+            benchmark.openWindowInBDPs = openWindow
+        }
         let report = try await benchmark.run(profiles: profiles)
         try printJSON(report)
         if let json {

@@ -38,8 +38,11 @@ struct BenchUffdCommand: ParsableCommand {
     @Option(help: "Also write the JSON report to this file.")
     var json: String?
 
-    @Option(help: "Instead: restore this appliance's snapshot (from `streamvm snapshot --at-ready`) lazily and eagerly, --restores times each, and report only those figures. It must resume, print its ready marker again, finish its session (STREAMVM-DONE status=0) and power off.")
+    @Option(help: "Instead: restore this appliance's snapshot (from `streamvm snapshot --at-ready`) lazily, lazily with the pages the last lazy restore touched before ready mapped first (working set), and eagerly, --restores times each, and report only those figures. It must resume, print its ready marker again, finish its session (STREAMVM-DONE status=0) and power off.")
     var appliance: String?
+
+    @Option(help: "With --appliance: how the fault handler waits for faults, blocking or busyPolling.")
+    var waitMode: String = PageFaultHandler.WaitMode.blocking.rawValue
 
     struct Latency: Codable {
         var p50Nanoseconds: Double
@@ -87,6 +90,7 @@ struct BenchUffdCommand: ParsableCommand {
         var pagesTouchedBySessionEnd: Int
         var guestPages: Int
         var allRestoreMilliseconds: [[Double]]
+        var waitMode: String
     }
 
     struct ApplianceReport: Codable {
@@ -220,6 +224,7 @@ struct BenchUffdCommand: ParsableCommand {
 
     private func runAppliance(_ directory: String) throws {
         guard restores >= 1 else { throw ValidationError("--restores must be positive") }
+        guard let mode = PageFaultHandler.WaitMode(rawValue: waitMode) else { throw ValidationError("--wait-mode must be blocking or busyPolling") }
         let setup = try ApplianceSetup(directory: directory)
         var logger = Logger(label: "streamvm.bench.uffd")
         logger.logLevel = .warning
@@ -228,19 +233,24 @@ struct BenchUffdCommand: ParsableCommand {
         }
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         var figures: [ApplianceRestoreFigures] = []
-        for loading in [RestorePlan.MemoryLoading.lazy, .eager] {
+        // "lazy+working-set": lazy, with the pages the last plain lazy restore touched before it
+        // was ready mapped first (REAP's recorded working set); run after "lazy", which records it.
+        var workingSet: [Int] = []
+        for (label, loading) in [("lazy", RestorePlan.MemoryLoading.lazy), ("lazy+working-set", .lazy), ("eager", .eager)] {
             var runs: [[Double]] = []
             var touchedByReady = 0
             var touchedByEnd = 0
             var guestPages = 0
             for index in 0..<restores {
-                let plan = try RestorePlan.load(directory: directory, loading: loading)
+                var plan = try RestorePlan.load(directory: directory, loading: loading)
+                plan.waitMode = mode
+                if label == "lazy+working-set" { plan.prefetchPages = workingSet }
                 let machine = try Machine(configuration: setup.machineConfiguration(restore: plan), logger: logger)
                 let reason = machine.run(timeout: .seconds(1800))
                 let ended = ContinuousClock.now
                 let output = machine.console.output
                 guard reason == .powerOff(code: 0), output.contains("STREAMVM-DONE status=0") else {
-                    throw ValidationError("\(loading.rawValue) restore \(index + 1) of \(directory) failed (\(reason)); console:\n\(output.suffix(3000))")
+                    throw ValidationError("\(loading.rawValue) restore \(index + 1) of \(directory) failed (\(reason)) [\(label)]; console:\n\(output.suffix(3000))")
                 }
                 let timing = machine.timing
                 guard let firstExit = timing.firstExit, let ready = timing.ready else {
@@ -251,18 +261,20 @@ struct BenchUffdCommand: ParsableCommand {
                 let log = machine.pageFaultHandler?.faultLog ?? []
                 // Log times count from the handler's start, a few ms after `created`: a slight overcount at most.
                 let readyNanoseconds = UInt64(max(0, milliseconds(readyOffset) * 1e6))
-                touchedByReady = loading == .lazy ? log.filter { $0.nanoseconds <= readyNanoseconds }.count : 0
+                let beforeReady = log.filter { $0.nanoseconds <= readyNanoseconds }
+                if label == "lazy" { workingSet = beforeReady.map(\.page) }
+                touchedByReady = loading == .lazy ? beforeReady.count : 0
                 touchedByEnd = loading == .lazy ? log.count : 0
                 guestPages = machine.pageFaultHandler?.pageCount ?? 0
                 FileHandle.standardError.write(Data(String(format: "bench uffd: %@ restore %d: first exit %.1f ms, ready %.1f ms, done %.1f ms, pages touched by ready %d, by end %d of %d\n",
-                                                           loading.rawValue, index + 1, runs.last![0], runs.last![1], runs.last![2], touchedByReady, touchedByEnd, guestPages).utf8))
+                                                           label, index + 1, runs.last![0], runs.last![1], runs.last![2], touchedByReady, touchedByEnd, guestPages).utf8))
             }
-            figures.append(ApplianceRestoreFigures(loading: loading.rawValue, restores: restores,
+            figures.append(ApplianceRestoreFigures(loading: label, restores: restores,
                                                    restoreToFirstGuestExitMilliseconds: median(runs.map { $0[0] }),
                                                    restoreToReadyMilliseconds: median(runs.map { $0[1] }),
                                                    restoreToSessionDoneMilliseconds: median(runs.map { $0[2] }),
                                                    pagesTouchedByReady: touchedByReady, pagesTouchedBySessionEnd: touchedByEnd,
-                                                   guestPages: guestPages, allRestoreMilliseconds: runs))
+                                                   guestPages: guestPages, allRestoreMilliseconds: runs, waitMode: mode.rawValue))
         }
         let report = ApplianceReport(host: Self.hostName(), load: Self.loadAverage(), appliance: setup.config.name,
                                      memoryMiB: setup.config.memoryMiB, restore: figures)
@@ -271,7 +283,7 @@ struct BenchUffdCommand: ParsableCommand {
         let data = try encoder.encode(report)
         print(String(decoding: data, as: UTF8.self))
         if let json { try data.write(to: URL(fileURLWithPath: json), options: .atomic) }
-        print("\n| restore of \(setup.config.name) (\(setup.config.memoryMiB) MiB, median of \(restores)) | → first guest exit ms | → ready ms | → session done ms | pages touched by ready / by end |")
+        print("\n| restore of \(setup.config.name) (\(setup.config.memoryMiB) MiB, \(mode.rawValue) handler, median of \(restores)) | → first guest exit ms | → ready ms | → session done ms | pages touched by ready / by end |")
         print("|---|---|---|---|---|")
         for row in figures {
             let share = { (pages: Int) in row.guestPages == 0 ? 0 : Double(pages) * 100 / Double(row.guestPages) }

@@ -48,7 +48,7 @@ func patternedMemoryImage(pages: Int) -> [UInt8] {
 nonisolated(unsafe) var keptAlive: [AnyObject] = []
 
 @Suite(.enabled(if: PageFaultHandler.isAvailable, "userfaultfd is not available to this process: lazy-memory tests skipped"),
-       .timeLimit(.minutes(2)))
+       .timeLimit(.minutes(2)), .offCooperativePool)
 struct PageFaultHandlerTests {
     static let pages = 64
 
@@ -144,6 +144,24 @@ struct PageFaultHandlerTests {
         #expect(handler.presentPageCount == Self.pages)
         #expect(try memory.read(at: 0, length: image.count) == image)
         #expect(handler.faultLog.isEmpty)
+    }
+
+    @Test func populatingAWorkingSetMapsOnlyThosePagesOnceAndTheRestStillFaultIn() throws {
+        let image = patternedMemoryImage(pages: Self.pages)
+        let memory = try GuestMemory(size: image.count)
+        let source = try CountingPageSource(image: image)
+        let handler = try PageFaultHandler(memory: memory, source: source, onError: { _ in })
+        handler.start()
+        defer { handler.stop() }
+        let workingSet = [5, 1, 5, 9, Self.pages + 3, -1]   // a repeat and two out of range
+        try handler.populate(pages: workingSet)
+        #expect(handler.presentPageCount == 3)
+        #expect(handler.faultLog.isEmpty, "prefetched pages are not first touches")
+        // Everything reads back right: the working set from memory, the rest through faults.
+        #expect(try memory.read(at: 0, length: image.count) == image)
+        // (presentPageCount may lag the last wake-up by a moment; the log is written when a fault is read.)
+        #expect(Set(handler.faultLog.map(\.page)) == Set(0..<Self.pages).subtracting([1, 5, 9]))
+        #expect(source.reads(of: 5) == 1)
     }
 
     @Test func pageDigestIsZeroOnlyForZeroPagesAndSeesAOneBitChange() {

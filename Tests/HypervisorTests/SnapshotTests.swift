@@ -34,7 +34,7 @@ func resumeTestGuest(_ plan: RestorePlan, memoryMiB: Int = 64, beforeRun: (Machi
 }
 
 @Suite(.enabled(if: KVMSystem.isAvailable && PageFaultHandler.isAvailable, "/dev/kvm or userfaultfd is not available: snapshot tests skipped"),
-       .timeLimit(.minutes(3)))
+       .timeLimit(.minutes(3)), .offCooperativePool)
 struct SnapshotRestoreTests {
     @Test func lazyRestoreGivesTheGuestEveryPageAsItWasAndLogsEachFirstTouchOnce() throws {
         let scratch = try ScratchDirectory()

@@ -37,7 +37,7 @@ func bootTestGuest(_ mode: String, memoryMiB: Int = 64, vcpus: Int = 1, disks: [
 }
 
 @Suite(.enabled(if: KVMSystem.isAvailable, "/dev/kvm is absent or not accessible: guest boot tests skipped"),
-       .timeLimit(.minutes(3)))
+       .timeLimit(.minutes(3)), .offCooperativePool)
 struct TestGuestBootTests {
     @Test func helloGuestPrintsReadyAndPowersOff() throws {
         let (reason, console, machine) = try bootTestGuest("hello")

@@ -34,6 +34,7 @@ final class StreamBootFixture: @unchecked Sendable {
     let tokenFile: String
     let traceRoot: String
     private(set) var port = 0
+    private var server: CatalogServer?
     private var serverTask: Task<Void, any Error>?
     let logger: Logger = {
         var logger = Logger(label: "streamboot.test")
@@ -81,7 +82,7 @@ final class StreamBootFixture: @unchecked Sendable {
     }
 
     deinit {
-        serverTask?.cancel()
+        if let server { Task { await server.shutdown() } }
         try? FileManager.default.removeItem(atPath: base)
     }
 
@@ -136,6 +137,7 @@ final class StreamBootFixture: @unchecked Sendable {
         options.traceDirectory = traceRoot
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        self.server = server
         serverTask = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { continuation.yield($0) } }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw CancellationError() }
@@ -143,15 +145,17 @@ final class StreamBootFixture: @unchecked Sendable {
     }
 
     func stopServer() async {
-        serverTask?.cancel()
+        await server?.shutdown()
         _ = try? await serverTask?.value
         serverTask = nil
+        server = nil
     }
 
     /// Starts the server's shutdown without waiting for it to finish.
     func cancelServer() {
-        serverTask?.cancel()
+        if let server { Task { await server.shutdown() } }
         serverTask = nil
+        server = nil
     }
 
     var url: String { "http://127.0.0.1:\(port)" }

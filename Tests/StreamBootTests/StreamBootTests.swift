@@ -11,7 +11,7 @@ import Testing
 /// stream-booted through `LazyImage` on virtio-blk with each prefetch mode; traces go back to the
 /// server, the learner publishes a model, and the next boot prefetches with it.
 @Suite(.enabled(if: KVMSystem.isAvailable, "/dev/kvm is absent or not accessible: stream-boot tests skipped"),
-       .timeLimit(.minutes(5)), .serialized)
+       .timeLimit(.minutes(5)), .serialized, .offCooperativePool)
 struct StreamBootTests {
     /// Boots `fixture`'s appliance once with a fresh cache.
     func boot(_ fixture: StreamBootFixture, mode: PrefetchMode, cache: String, origin: String? = nil,

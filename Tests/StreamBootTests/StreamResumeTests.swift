@@ -10,6 +10,12 @@ import Testing
 /// Stream-boot of an appliance published as a paused VM: the test guest snapshotted at its ready
 /// marker (`mode=snapshot`), served by a real `CatalogServer` on loopback, resumed by `streamvm
 /// boot` with its RAM paged in over the network through userfaultfd as the guest touches it.
+/// Nested in `StreamBootTests` so its `.serialized` covers both. Known server bug, not fixed here:
+/// when a client aborts in-flight HTTP/2 transfers (a VM stopped with prefetches outstanding, a cut
+/// link) and the test then stops its `CatalogServer`, the process sometimes aborts in swift-nio's
+/// HTTP/2 stream set-up ("Deinited NIOAsyncWriter without calling finish()"); seen with tests of
+/// both files running at once.
+extension StreamBootTests {
 @Suite(.enabled(if: KVMSystem.isAvailable && PageFaultHandler.isAvailable, "/dev/kvm or userfaultfd is not available: stream-resume tests skipped"),
        .timeLimit(.minutes(5)), .serialized)
 struct StreamResumeTests {
@@ -131,6 +137,29 @@ struct StreamResumeTests {
         await fixture.stopServer()
     }
 
+    @Test func aMemoryImageThatDoesNotMatchItsStateIsRefusedPageByPage() async throws {
+        // Published consistently signed, but memory.img was changed after the snapshot: every chunk
+        // verifies, yet page 2049 (chunk 128, the region's first) no longer matches its digest in
+        // vmstate.json. (The region's first chunk: no readahead is in flight when the VM stops, which
+        // keeps this test clear of the server crash noted at the top of this file.)
+        let fixture = try StreamBootFixture(name: "resume", commandLine: "mode=snapshot mib=8", sectors: 64, chunkKiB: 64, snapshot: true) { appliance in
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: appliance + "/memory.img"))
+            try handle.seek(toOffset: UInt64(2049 * 4096 + 8))
+            try handle.write(contentsOf: Data([0xff]))
+            try handle.close()
+        }
+        try await fixture.startServer()
+        let outcome = try await boot(fixture, mode: .none, cache: "cache")
+        guard case .failure(let message) = outcome.reason else {
+            Issue.record("expected the VM to stop with a failure, got \(outcome.reason): \(outcome.console)")
+            await fixture.stopServer()
+            return
+        }
+        #expect(message.contains("guest page 2049") && message.contains("does not match vmstate.json"), "\(message)")
+        #expect(!outcome.console.contains("resumed checksum"))
+        await fixture.stopServer()
+    }
+
     @Test func memoryTracesTrainAModelThatPrefetchesPagesOnTheNextResume() async throws {
         let fixture = try Self.snapshotFixture()
         try await fixture.startServer()
@@ -160,4 +189,5 @@ struct StreamResumeTests {
         }
         await fixture.stopServer()
     }
+}
 }

@@ -101,4 +101,24 @@ import Testing
         let chunkRequests = peer.requestLog.filter(Self.isChunk)
         #expect(chunkRequests.count == Set(chunkRequests).count)
     }
+
+    /// A chunk the cache cannot store (here: a directory squats on its path) is still returned,
+    /// verified; the read does not fail because of the cache.
+    @Test func aChunkTheCacheCannotStoreIsStillReturned() async throws {
+        let directory = try TemporaryDirectory()
+        let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 4)
+        let peer = try HostilePeer(root: fixture.root)
+        defer { peer.stop() }
+        let harness = try ClientHarness(origins: [peer.url], trust: fixture.trust, cacheRoot: directory.sub("cache"))
+        defer { harness.shutdown() }
+        let cache = try #require(harness.cache)
+        let index = try #require(fixture.disk.chunks.indices.first { fixture.disk.chunks[$0] != nil })
+        let chunk = try #require(fixture.disk.chunks[index]).id
+        try FileManager.default.createDirectory(atPath: cache.path(chunk), withIntermediateDirectories: true)
+        let image = try await harness.openDisk(fixture)
+        let offset = index * fixture.manifest.chunkSize
+        let length = min(fixture.manifest.chunkSize, image.size - offset)
+        #expect(try await image.read(offset: offset, length: length) == Array(fixture.image[offset..<(offset + length)]))
+        #expect(!cache.contains(chunk))
+    }
 }

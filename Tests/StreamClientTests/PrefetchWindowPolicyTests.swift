@@ -106,6 +106,7 @@ import Testing
 
     @Test func schedulerAdmitsLessPrefetchWhileADemandMissIsInFlight() {
         var scheduler = FetchScheduler()
+        scheduler.window.openBDPs = 3
         // 50 kB requests: the open window (3 BDP = 750 kB) admits 15, a 1-BDP window 5.
         for n in 1...200 { scheduler.enqueue(id(UInt64(n)), priority: .prefetch(rank: Double(n)), weightBytes: 50_000) }
         let open = scheduler.admit(link: link, now: 0)
@@ -127,8 +128,20 @@ import Testing
         #expect(scheduler.prefetchBytesInFlight == 750_000)
     }
 
+    @Test func demandWithoutPrefetchAroundDoesNotNarrowTheWindow() {
+        var scheduler = FetchScheduler()
+        scheduler.window.openBDPs = 3
+        // Loading the catalogue before any prefetch: nothing competes with it.
+        scheduler.enqueue(id(500), priority: .demand, weightBytes: 10_000)
+        #expect(scheduler.admit(link: link, now: 0) == [id(500)])
+        scheduler.finished(id(500), link: link, now: 0.05)
+        for n in 1...200 { scheduler.enqueue(id(UInt64(n)), priority: .prefetch(rank: Double(n)), weightBytes: 50_000) }
+        #expect(scheduler.admit(link: link, now: 0.06).count == 15)
+    }
+
     @Test func promotedPrefetchCountsAsADemandMiss() {
         var scheduler = FetchScheduler()
+        scheduler.window.openBDPs = 3
         for n in 1...200 { scheduler.enqueue(id(UInt64(n)), priority: .prefetch(rank: Double(n)), weightBytes: 50_000) }
         #expect(scheduler.admit(link: link, now: 0).count == 15)
         // A reader waits for a queued prefetch: it becomes demand and narrows the window.

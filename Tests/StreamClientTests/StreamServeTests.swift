@@ -9,9 +9,10 @@ import Testing
 /// on a loopback port) serving a published catalogue: over h2c with prior knowledge and over h2 with
 /// TLS, random reads through `LazyImage` equal the original bytes.
 @Suite struct StreamServeTests {
-    /// A `CatalogServer` on an ephemeral port, stopped by cancelling its task.
+    /// A `CatalogServer` on an ephemeral port, stopped gracefully.
     private final class RunningCatalogServer: @unchecked Sendable {
         let port: Int
+        private let server: CatalogServer
         private let task: Task<Void, any Error>
 
         static func start(catalog: String, traces: String, tls: TestCertificate? = nil) async throws -> RunningCatalogServer {
@@ -28,16 +29,17 @@ import Testing
             let task = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { port in continuation.yield(port) } }
             var iterator = ports.makeAsyncIterator()
             guard let port = await iterator.next() else { throw CancellationError() }
-            return RunningCatalogServer(port: port, task: task)
+            return RunningCatalogServer(port: port, server: server, task: task)
         }
 
-        private init(port: Int, task: Task<Void, any Error>) {
+        private init(port: Int, server: CatalogServer, task: Task<Void, any Error>) {
             self.port = port
+            self.server = server
             self.task = task
         }
 
         func stop() async {
-            task.cancel()
+            await server.shutdown()
             _ = try? await task.value
         }
     }

@@ -132,7 +132,7 @@ import Testing
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         let task = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { continuation.yield($0) } }
-        defer { task.cancel() }
+        defer { Task { await server.shutdown() } }
         var iterator = ports.makeAsyncIterator()
         let port = try #require(await iterator.next())
         let origin = try Origin("http://127.0.0.1:\(port)")
@@ -150,7 +150,7 @@ import Testing
         #expect(files.count == 1)
         let stored = try RunTrace.decode(try Data(contentsOf: URL(fileURLWithPath: directory.sub("traces") + "/" + fixture.name + "/" + files[0])), file: "stored")
         #expect(stored == trace)
-        task.cancel()
+        await server.shutdown()
         _ = try? await task.value
     }
 }

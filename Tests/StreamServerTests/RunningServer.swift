@@ -37,7 +37,7 @@ final class RunningServer: @unchecked Sendable {
     }
 
     func stop() async {
-        task.cancel()
+        await server.shutdown()
         _ = try? await task.value
     }
 }

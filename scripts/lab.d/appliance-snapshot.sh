@@ -5,7 +5,8 @@
 #   2. streamvm run <dir>                       (resumes lazily: must print the ready marker again,
 #                                                finish its session with STREAMVM-DONE status=0 and exit 0)
 #   3. streamvm run --eager <dir>               (the same with all memory read first; unless <resumes> is 1)
-#   4. streamvm bench uffd --appliance <dir>    (restore figures, lazy and eager; unless <bench restores> is 0)
+#   4. streamvm bench uffd --appliance <dir>    (restore figures: lazy, lazy with the working set first, eager; unless <bench restores> is 0;
+#                                                with BENCH_WAIT_MODES="blocking busyPolling" once per fault-handler mode)
 # and writes the results to <out dir>, with memory.img and vmstate.json when <copy> is 1 (a lab
 # disk copy of a 256 MiB image is slow under TCG; CI only checks the resume). Times are on the lab's clock.
 #
@@ -36,7 +37,7 @@ snapshot_cs=$(( $(uptime_cs) - start ))
 show "$out/snapshot.log"
 [ "$status" = 0 ] || failed "streamvm snapshot --at-ready exited with status $status"
 [ -s "$appliance/vmstate.json" ] && [ -f "$appliance/memory.img" ] || failed "no memory.img / vmstate.json after streamvm snapshot"
-echo "APPLIANCE-SNAPSHOT snapshot_s=$(seconds "$snapshot_cs") memory_img_bytes=$(wc -c <"$appliance/memory.img") memory_img_disk_kib=$(du -k "$appliance/memory.img" | cut -f1) vmstate_bytes=$(wc -c <"$appliance/vmstate.json")"
+echo "APPLIANCE-SNAPSHOT snapshot_s=$(seconds "$snapshot_cs") memory_img_bytes=$(stat -c %s "$appliance/memory.img") memory_img_disk_kib=$(du -k "$appliance/memory.img" | cut -f1) vmstate_bytes=$(stat -c %s "$appliance/vmstate.json")"
 # The guest mounts its root read-only, so the boot must not have changed disk.img; if it did, that
 # disk.img belongs with the snapshot and must be published with it.
 disk_changed=0
@@ -71,10 +72,13 @@ resume lazy
 [ "$resumes" -ge 2 ] && resume eager --eager
 
 if [ "$bench_restores" -gt 0 ]; then
-    streamvm bench uffd --appliance "$appliance" --restores "$bench_restores" --json "$out/bench-uffd-appliance.json" >"$out/bench.log" 2>&1
-    status=$?
-    show "$out/bench.log"
-    [ "$status" = 0 ] || failed "streamvm bench uffd --appliance exited with status $status"
+    for wait_mode in ${BENCH_WAIT_MODES:-blocking}; do
+        streamvm bench uffd --appliance "$appliance" --restores "$bench_restores" --wait-mode "$wait_mode" \
+            --json "$out/bench-uffd-appliance-$wait_mode.json" >"$out/bench-$wait_mode.log" 2>&1
+        status=$?
+        show "$out/bench-$wait_mode.log"
+        [ "$status" = 0 ] || failed "streamvm bench uffd --appliance --wait-mode $wait_mode exited with status $status"
+    done
 fi
 
 if [ "$copy" = 1 ]; then

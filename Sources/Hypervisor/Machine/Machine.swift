@@ -115,7 +115,7 @@ public final class Machine: @unchecked Sendable {
             let handler = try PageFaultHandler(memory: memory, source: restore.pages, waitMode: restore.waitMode, fetchThreads: restore.fetchThreads,
                                                onError: { owner.machine?.stop(.failure("guest memory unavailable, VM stopped: \($0)")) })
             handler.start()
-            if restore.loading == .eager { try handler.populateAll() }
+            if restore.loading == .eager { try handler.populateAll() } else if !restore.prefetchPages.isEmpty { try handler.populate(pages: restore.prefetchPages) }
             pageFaultHandler = handler
         } else {
             pageFaultHandler = nil

@@ -80,7 +80,11 @@ public final class PageFaultHandler: @unchecked Sendable {
 
     /// Maps every page not yet present, in order, from the caller's thread ("read all memory first",
     /// the eager alternative to lazy restore). Throws the source's error.
-    public func populateAll() throws { try service.populateAll() }
+    public func populateAll() throws { try service.populate(0..<service.source.pageCount) }
+
+    /// Maps the given pages now (a recorded working set, REAP-style), each once, before the guest
+    /// asks for them; pages already present or out of range are skipped. Not logged as first touches.
+    public func populate(pages: [Int]) throws { try service.populate(pages.filter { (0..<service.source.pageCount).contains($0) }) }
 
     /// Each page's first touch, in the order the faults were read; a page appears at most once.
     public var faultLog: [FirstTouch] { service.faultLog }
@@ -325,10 +329,10 @@ public final class PageFaultHandler: @unchecked Sendable {
             }
         }
 
-        func populateAll() throws {
+        func populate<Pages: Sequence<Int>>(_ pages: Pages) throws {
             let page = UnsafeMutableRawBufferPointer.allocate(byteCount: uffd.pageSize, alignment: uffd.pageSize)
             defer { page.deallocate() }
-            for index in 0..<source.pageCount {
+            for index in pages {
                 let claimed = shared.withLock { shared -> Bool in
                     guard shared.failure == nil, shared.states[index] == .missing else { return false }
                     shared.states[index] = .fetching

@@ -18,6 +18,10 @@ public struct RestorePlan: Sendable {
     /// after its ready marker learns it was resumed (only a resumed guest gets it); empty: nothing.
     public var consoleInputOnResume: [UInt8] = RestorePlan.resumedLine
 
+    /// With lazy loading: pages mapped before the vCPUs start (a recorded working set, e.g. the
+    /// pages an earlier resume touched before it was ready); every other page still comes on first touch.
+    public var prefetchPages: [Int] = []
+
     /// The console line a resumed guest receives (appliances/linux's init waits for it).
     public static let resumedLine = Array("STREAMVM-RESUMED\n".utf8)
 

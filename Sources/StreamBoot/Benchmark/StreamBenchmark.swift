@@ -102,8 +102,8 @@ public struct StreamBenchmark: Sendable {
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         // Its own threads: the VM runs of this benchmark must not starve the server (DedicatedThreadsExecutor).
-        let serverTask = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { continuation.yield($0) } }
-        defer { serverTask.cancel() }
+        _ = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { continuation.yield($0) } }
+        defer { Task { await server.shutdown() } }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next() else { throw ClientError.benchmark("the catalogue server did not start") }
         let direct = try Origin("http://127.0.0.1:\(port)")

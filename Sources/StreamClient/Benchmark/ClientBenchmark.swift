@@ -103,6 +103,8 @@ public struct ClientBenchmark: Sendable {
     public let appliance: String
     public let workDirectory: String
     public let quick: Bool
+    /// Open prefetch window in BDPs, to measure the trade-off (nil: the fetcher's default).
+    public var openWindowInBDPs: Double?
     private let logger: Logger
 
     public init(origins: [Transport], caFile: String?, trust: SignedCatalog.Trust, appliance: String, workDirectory: String,
@@ -126,6 +128,7 @@ public struct ClientBenchmark: Sendable {
     private func session(_ transport: Transport, port: UInt16, cacheDirectory: String?) async throws -> Session {
         var configuration = Fetcher.Configuration()
         configuration.caFile = caFile
+        if let openWindowInBDPs { configuration.openWindowInBDPs = openWindowInBDPs }
         let fetcher = try Fetcher(configuration: configuration, logger: logger)
         let client = try CatalogClient(origins: [try Origin(transport.url(port: port))], trust: trust, fetcher: fetcher, logger: logger)
         let cache = try cacheDirectory.map { try ChunkCache(root: $0, capacityBytes: 1 << 40, logger: logger) }
@@ -150,7 +153,7 @@ public struct ClientBenchmark: Sendable {
         let version = String(cString: curl_version())
         let defaults = Fetcher.Configuration()
         return Report(libcurl: version, h2cConnectionPerRequest: CurlTransfer.priorKnowledgeReuseIsBroken,
-                      openWindowInBDPs: defaults.openWindowInBDPs, pressuredWindowInBDPs: defaults.pressuredWindowInBDPs,
+                      openWindowInBDPs: openWindowInBDPs ?? defaults.openWindowInBDPs, pressuredWindowInBDPs: defaults.pressuredWindowInBDPs,
                       loadAverageBefore: loadBefore, loadAverageAfter: Self.loadAverage(), appliance: appliance, artifactBytes: disk.size, chunkSize: probe.manifest.chunkSize,
                       distinctChunks: probe.manifest.distinctChunks.count, cachedReads: cached, profiles: results)
     }
