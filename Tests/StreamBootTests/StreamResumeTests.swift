@@ -160,6 +160,48 @@ struct StreamResumeTests {
         await fixture.stopServer()
     }
 
+    @Test func prefetchedMemoryIsInstalledBeforeTheGuestTouchesItSoItFaultsFarLess() async throws {
+        let fixture = try Self.snapshotFixture()
+        let before = try #require(fixture.snapshotChecksum)
+        try await fixture.startServer()
+        let lazy = try await boot(fixture, mode: .none, cache: "cache-none")
+        #expect(lazy.reason == .powerOff(code: 0), "\(lazy.console)")
+        #expect(lazy.report.memoryPagesInstalled == nil, "a training run installs nothing ahead")
+        let lazyFaults = try #require(lazy.report.memoryPageFaults)
+        #expect(lazyFaults >= Self.regionPages.count)
+
+        let full = try await boot(fixture, mode: .full, cache: "cache-full")
+        #expect(full.reason == .powerOff(code: 0), "\(full.console)")
+        #expect(full.console.contains("resumed checksum \(before)"), "\(full.console)")
+        #expect(full.console.contains("bad pages 0x0000000000000000"))
+        let installed = try #require(full.report.memoryPagesInstalled)
+        let fullFaults = try #require(full.report.memoryPageFaults)
+        #expect(installed >= Self.regionPages.count, "every page of the local region chunks went in before the start")
+        #expect(fullFaults * 10 < lazyFaults, "\(fullFaults) faults with pages installed, \(lazyFaults) without")
+        // Installs are not first touches in a `full` run: no model chose those chunks.
+        #expect(!memoryRecords(full).contains { Self.regionChunks.contains($0.location.index) })
+        await fixture.stopServer()
+    }
+
+    @Test func aDamagedChunkIsNeverInstalledAndStopsTheVMWhenTouched() async throws {
+        let fixture = try Self.snapshotFixture()
+        let manifest = try fixture.catalog.loadManifest(try fixture.catalog.loadCatalog(trust: .insecure)!.index.resolve("resume").entry.manifest)
+        let ref = try #require(manifest.artifact(.memory)?.chunks[130])
+        let path = fixture.catalog.filePath(.chunk(ref.id))
+        try Data(try ZstdCompressor().compress([UInt8](repeating: 0x55, count: 64 << 10))).write(to: URL(fileURLWithPath: path))
+        try await fixture.startServer()
+        let outcome = try await boot(fixture, mode: .full, cache: "cache") { $0.readDeadlineSeconds = 1 }
+        guard case .failure(let message) = outcome.reason else {
+            Issue.record("expected the VM to stop with a failure, got \(outcome.reason): \(outcome.console)")
+            await fixture.stopServer()
+            return
+        }
+        #expect(message.contains("memory chunk 130"), "\(message)")
+        #expect(!outcome.console.contains("resumed checksum"), "the guest never ran on a wrong page: \(outcome.console)")
+        #expect((outcome.report.memoryPagesInstalled ?? 0) > 0, "the intact chunks were installed")
+        await fixture.stopServer()
+    }
+
     @Test func memoryTracesTrainAModelThatPrefetchesPagesOnTheNextResume() async throws {
         let fixture = try Self.snapshotFixture()
         try await fixture.startServer()
