@@ -31,6 +31,9 @@ public struct StreamBenchmark: Sendable {
         /// Diagnostics beyond the issue's shape: bytes local when the guest started, all demand misses.
         public var buffered_bytes: Int
         public var demand_misses: Int
+        /// Resumes: userfaultfd faults on guest memory, and pages installed ahead of the guest.
+        public var page_faults: Int?
+        public var pages_installed: Int?
     }
 
     /// The JSON shape the issue names, plus where the figures come from.
@@ -120,7 +123,8 @@ public struct StreamBenchmark: Sendable {
             results[mode.rawValue] = ModeResult(ttr_s: report.readySeconds, stall_count: report.stallsAfterReady,
                                                 stall_s: report.stallSecondsAfterReady, bytes: report.bytesReceived, stop: report.stopReason,
                                                 buffered_bytes: report.bufferedBytes,
-                                                demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count)
+                                                demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count,
+                                                page_faults: report.memoryPageFaults, pages_installed: report.memoryPagesInstalled)
             let offset = report.traceStartSeconds
             timelines.append(Timeline(mode: mode, samples: samples,
                                       stalls: outcome.trace.records.filter { $0.stallSeconds > 0 }.map { (offset + $0.wallSeconds - $0.stallSeconds, $0.stallSeconds) },
