@@ -54,6 +54,10 @@ public final class StreamBootSession: @unchecked Sendable {
         public var bytesReceived: Int
         public var prefetchStatistics: PrefetchDriver.Statistics
         public var traceRecords: Int
+        /// Memory pages put into guest RAM ahead of the guest (before the start and while it ran).
+        public var memoryPagesInstalled: Int?
+        /// userfaultfd faults the guest took on its memory (pages it touched that were not installed).
+        public var memoryPageFaults: Int?
 
     }
 
@@ -130,6 +134,11 @@ public final class StreamBootSession: @unchecked Sendable {
         }
         // Memory pages stream and prefetch like disk chunks.
         if let snapshot { targets[.memory] = snapshot.memory }
+        // Prefetched memory goes into guest RAM ahead of the guest; never in `none` runs (their
+        // traces train the model and must see every first touch as a fault).
+        let installer = snapshot == nil || options.prefetch == .none ? nil
+            : MemoryPageInstaller(pages: snapshot!.pages, traceInstalls: options.prefetch != .full)
+        defer { installer?.stop() }
         defer {
             if let temporaryOverlay {
                 unlink(temporaryOverlay)
@@ -146,7 +155,10 @@ public final class StreamBootSession: @unchecked Sendable {
         let fetcher = client.fetcher
         let driver = PrefetchDriver(scheduler: scheduler, targets: targets,
                                     link: { let estimate = fetcher.linkEstimate; return (estimate.bandwidthBytesPerSecond, estimate.rttSeconds) },
-                                    onPrefetched: { recorder.notePrefetched($0) }, logger: logger)
+                                    onPrefetched: { location in
+                                        recorder.notePrefetched(location)
+                                        if location.role == .memory { installer?.notePrefetched(chunk: location.index) }
+                                    }, logger: logger)
         recorder.addListener { [weak driver] location, waited in driver?.accessed(location, waited: waited) }
         driver.start()
         defer { driver.stop() }
@@ -162,14 +174,20 @@ public final class StreamBootSession: @unchecked Sendable {
                 if marker.feed(byte) { recorder.ready() }
             })
         try snapshot?.attach(to: &machineConfiguration)
+        if let installer { machineConfiguration.restore?.prefetchPages = installer.startupPages(everyLocalChunk: options.prefetch == .full) }
         let machine = try Machine(configuration: machineConfiguration, logger: logger)
         failure.onSet = { error in machine.stop(.failure(StreamBootError.diskUnavailable("\(error)").description)) }
         onMachine(machine)
         recorder.guestStarted()
+        if let installer, let handler = machine.pageFaultHandler { installer.start(handler: handler) }
         let timeout = options.timeout
         let reason = await withCheckedContinuation { (continuation: CheckedContinuation<StopReason, Never>) in
             // The VMM blocks in KVM_RUN: keep it off the Swift concurrency pool.
-            Thread.detachNewThread { continuation.resume(returning: machine.run(timeout: timeout)) }
+            Thread.detachNewThread {
+                let reason = machine.run(timeout: timeout)
+                installer?.stop()
+                continuation.resume(returning: reason)
+            }
         }
         driver.stop()
 
@@ -183,7 +201,8 @@ public final class StreamBootSession: @unchecked Sendable {
             stopReason: "\(reason)", readySeconds: readySeconds, traceStartSeconds: traceStartSeconds, bufferingSeconds: stats.bufferingSeconds,
             bufferedBytes: stats.bufferedBytesAtStart, stallCount: stalls.count, stallSeconds: stalls.seconds,
             stallsAfterReady: stalls.afterReadyCount, stallSecondsAfterReady: stalls.afterReadySeconds,
-            bytesReceived: fetcher.linkEstimate.bytesReceived, prefetchStatistics: stats, traceRecords: trace.records.count)
+            bytesReceived: fetcher.linkEstimate.bytesReceived, prefetchStatistics: stats, traceRecords: trace.records.count,
+            memoryPagesInstalled: installer?.pagesInstalled, memoryPageFaults: machine.pageFaultHandler?.faultLog.count)
         return Outcome(reason: reason, report: report, trace: trace, console: machine.console.output)
     }
 

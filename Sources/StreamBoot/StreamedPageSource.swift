@@ -68,6 +68,34 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
     public var chunkLoads: Int { condition.withLock { loads } }
 
     public func readPage(_ index: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> PageContent {
+        try read(index, into: buffer, traced: true)
+    }
+
+    /// The same verified read for a page installed ahead of the guest: the chunk's first touch is not
+    /// traced here (`MemoryPageInstaller` decides what an installed chunk means for the trace).
+    public func readPageAhead(_ index: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> PageContent {
+        try read(index, into: buffer, traced: false)
+    }
+
+    /// Traces chunk `chunk` as touched now, as a chunk read from the cache (a prefetch hit when this
+    /// run prefetched it), unless a touch of it was already traced.
+    public func traceInstalled(chunk: Int) {
+        guard chunk >= 0, chunk < image.artifact.chunks.count, let traceSink else { return }
+        guard condition.withLock({ touched.insert(chunk).inserted }) else { return }
+        let ref = image.chunkRef(chunk)
+        traceSink.record(FirstAccess(role: .memory, chunkIndex: chunk, chunk: ref?.id, offset: chunk * image.chunkSize,
+                                     seconds: (ContinuousClock.now - openedAt).inSeconds, source: ref == nil ? .zero : .cache,
+                                     stallSeconds: 0))
+    }
+
+    /// The pages held by chunk `chunk`.
+    public func pages(ofChunk chunk: Int) -> Range<Int> {
+        let perChunk = image.chunkSize / pageSize
+        let first = min(chunk * perChunk, pageCount)
+        return first..<min(first + perChunk, pageCount)
+    }
+
+    private func read(_ index: Int, into buffer: UnsafeMutableRawBufferPointer, traced: Bool) throws -> PageContent {
         guard index >= 0, index < pageCount, buffer.count >= pageSize else { throw PageSourceError(page: index, problem: "outside the memory snapshot") }
         let expected = layout.digest(ofPage: index)
         if expected == 0 { return .zero }
@@ -75,7 +103,7 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
         let chunk = offset / image.chunkSize
         let bytes: [UInt8]
         do {
-            bytes = try chunkBytes(chunk, touchedAt: offset)
+            bytes = try chunkBytes(chunk, touchedAt: offset, traced: traced)
         } catch {
             throw PageSourceError(page: index, problem: "memory chunk \(chunk) could not be read: \(error)")
         }
@@ -92,7 +120,7 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
     }
 
     /// The whole decoded chunk, from memory, from another thread's load of it, or loaded here.
-    private func chunkBytes(_ chunk: Int, touchedAt offset: Int) throws -> [UInt8] {
+    private func chunkBytes(_ chunk: Int, touchedAt offset: Int, traced: Bool) throws -> [UInt8] {
         condition.lock()
         if let bytes = resident[chunk] {
             condition.unlock()
@@ -108,7 +136,7 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
         loads += 1
         condition.unlock()
 
-        let result = Result { try readChunk(chunk, touchedAt: offset) }
+        let result = Result { try readChunk(chunk, touchedAt: offset, traced: traced) }
         condition.lock()
         load.result = result
         loading.removeValue(forKey: chunk)
@@ -123,7 +151,7 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
     }
 
     /// Reads chunk `chunk` through the image (blocking this handler thread) and traces its first touch.
-    private func readChunk(_ chunk: Int, touchedAt offset: Int) throws -> [UInt8] {
+    private func readChunk(_ chunk: Int, touchedAt offset: Int, traced: Bool) throws -> [UInt8] {
         let image = self.image
         let start = chunk * image.chunkSize
         let length = min(image.chunkSize, image.size - start)
@@ -132,6 +160,7 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
         let began = ContinuousClock.now
         let bytes = try fetch.run { try await image.read(offset: start, length: length) }
         let waited = (ContinuousClock.now - began).inSeconds
+        guard traced else { return bytes }
         let first = condition.withLock { touched.insert(chunk).inserted }
         if first, let traceSink {
             let source: AccessSource = ref == nil ? .zero : (wasLocal ? .cache : .fetched)

@@ -160,6 +160,50 @@ struct StreamResumeTests {
         await fixture.stopServer()
     }
 
+    @Test func prefetchedMemoryIsInstalledBeforeTheGuestTouchesItSoItFaultsFarLess() async throws {
+        let fixture = try Self.snapshotFixture()
+        let before = try #require(fixture.snapshotChecksum)
+        try await fixture.startServer()
+        let lazy = try await boot(fixture, mode: .none, cache: "cache-none")
+        #expect(lazy.reason == .powerOff(code: 0), "\(lazy.console)")
+        #expect(lazy.report.memoryPagesInstalled == nil, "a training run installs nothing ahead")
+        let lazyFaults = try #require(lazy.report.memoryPageFaults)
+        #expect(lazyFaults >= Self.regionPages.count)
+
+        let full = try await boot(fixture, mode: .full, cache: "cache-full")
+        #expect(full.reason == .powerOff(code: 0), "\(full.console)")
+        #expect(full.console.contains("resumed checksum \(before)"), "\(full.console)")
+        #expect(full.console.contains("bad pages 0x0000000000000000"))
+        let installed = try #require(full.report.memoryPagesInstalled)
+        let fullFaults = try #require(full.report.memoryPageFaults)
+        #expect(installed >= Self.regionPages.count, "every page of the local region chunks went in before the start")
+        #expect(fullFaults * 10 < lazyFaults, "\(fullFaults) faults with pages installed, \(lazyFaults) without")
+        // Installs are not first touches in a `full` run: no model chose those chunks.
+        #expect(!memoryRecords(full).contains { Self.regionChunks.contains($0.location.index) })
+        await fixture.stopServer()
+    }
+
+    @Test func aPageThatDoesNotMatchItsDigestIsNeverInstalledAhead() async throws {
+        // Every chunk verifies (published after the change), so `full` has them all local and installs
+        // them before the start; page 2049 no longer matches vmstate.json, so the install refuses it
+        // and the guest never runs. (A chunk failing its SHA-256 never becomes local, so it is never
+        // installed; aCorruptedMemoryChunkFromTheServer… covers its demand path.)
+        let fixture = try StreamBootFixture(name: "resume", commandLine: "mode=snapshot mib=8", sectors: 64, chunkKiB: 64, snapshot: true) { appliance in
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: appliance + "/memory.img"))
+            try handle.seek(toOffset: UInt64(2049 * 4096 + 8))
+            try handle.write(contentsOf: Data([0xff]))
+            try handle.close()
+        }
+        try await fixture.startServer()
+        do {
+            let outcome = try await boot(fixture, mode: .full, cache: "cache")
+            Issue.record("expected the resume to be refused, got \(outcome.reason): \(outcome.console)")
+        } catch {
+            #expect("\(error)".contains("guest page 2049") && "\(error)".contains("does not match vmstate.json"), "\(error)")
+        }
+        await fixture.stopServer()
+    }
+
     @Test func memoryTracesTrainAModelThatPrefetchesPagesOnTheNextResume() async throws {
         let fixture = try Self.snapshotFixture()
         try await fixture.startServer()
@@ -186,6 +230,9 @@ struct StreamResumeTests {
             #expect(hits > 0, "\(mode): \(second.report)")
             #expect(secondMisses < misses, "\(mode): \(secondMisses) page misses with the model, \(misses) without")
             if mode == .workingset { #expect(secondMisses == 0) }
+            // The model's chunks went into guest RAM ahead of the guest, and are still traced as touched.
+            #expect((second.report.memoryPagesInstalled ?? 0) > 0, "\(mode): \(second.report)")
+            #expect((second.report.memoryPageFaults ?? .max) < (first.report.memoryPageFaults ?? 0), "\(mode)")
         }
         await fixture.stopServer()
     }

@@ -84,6 +84,8 @@ public final class PageFaultHandler: @unchecked Sendable {
 
     /// Maps the given pages now (a recorded working set, REAP-style), each once, before the guest
     /// asks for them; pages already present or out of range are skipped. Not logged as first touches.
+    /// Safe while the guest runs (from any thread but the reader): a fault on a page being installed
+    /// here is left to this COPY, which wakes it; a page a fault claimed first is skipped.
     public func populate(pages: [Int]) throws { try service.populate(pages.filter { (0..<service.source.pageCount).contains($0) }) }
 
     /// Each page's first touch, in the order the faults were read; a page appears at most once.
@@ -282,12 +284,13 @@ public final class PageFaultHandler: @unchecked Sendable {
         // MARK: installing pages
 
         /// Fetches page `page` (state `.fetching`, owned by this thread) and maps it.
-        private func install(_ page: Int, scratch: UnsafeMutableRawBufferPointer) {
+        /// `ahead`: installed by `populate`, not for a fault (the source reads it with `readPageAhead`).
+        private func install(_ page: Int, scratch: UnsafeMutableRawBufferPointer, ahead: Bool = false) {
             let address = mappingBase + UInt64(page * uffd.pageSize)
             do {
                 let content: PageContent
                 do {
-                    content = try source.readPage(page, into: scratch)
+                    content = try ahead ? source.readPageAhead(page, into: scratch) : source.readPage(page, into: scratch)
                 } catch let error as PageSourceError {
                     throw error
                 } catch {
@@ -338,7 +341,7 @@ public final class PageFaultHandler: @unchecked Sendable {
                     shared.states[index] = .fetching
                     return true
                 }
-                if claimed { install(index, scratch: page) }
+                if claimed { install(index, scratch: page, ahead: true) }
                 if let failure { throw failure }
             }
         }

@@ -21,6 +21,15 @@ public protocol PageSource: AnyObject, Sendable {
     /// Writes page `index` into `buffer` (exactly `pageSize` bytes) or reports it as all zeros.
     /// Blocks until the bytes are available; throws when they cannot be had or fail verification.
     func readPage(_ index: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> PageContent
+    /// As `readPage`, for a page installed ahead of the guest (`PageFaultHandler.populate`), not
+    /// because it touched it: a source that traces first touches can tell the two apart.
+    func readPageAhead(_ index: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> PageContent
+}
+
+extension PageSource {
+    public func readPageAhead(_ index: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> PageContent {
+        try readPage(index, into: buffer)
+    }
 }
 
 /// Why a page source could not deliver a page; the message names the page and the cause.

@@ -34,6 +34,9 @@ public struct StreamBenchmark: Sendable {
         /// Seconds from the start of the boot until the vCPUs started (kernel, initrd, buffering): for
         /// `full`, ttr_s minus this is the guest's own time to ready with everything local (compute floor).
         public var guest_start_s: Double? = nil
+        /// Resumes: userfaultfd faults on guest memory, and pages installed ahead of the guest.
+        public var page_faults: Int? = nil
+        public var pages_installed: Int? = nil
     }
 
     /// The JSON shape the issue names, plus where the figures come from.
@@ -137,7 +140,8 @@ public struct StreamBenchmark: Sendable {
                                                 stall_s: report.stallSecondsAfterReady, bytes: report.bytesReceived, stop: report.stopReason,
                                                 buffered_bytes: report.bufferedBytes,
                                                 demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count,
-                                                guest_start_s: report.traceStartSeconds + (report.bufferingSeconds ?? 0))
+                                                guest_start_s: report.traceStartSeconds + (report.bufferingSeconds ?? 0),
+                                                page_faults: report.memoryPageFaults, pages_installed: report.memoryPagesInstalled)
             let offset = report.traceStartSeconds
             timelines.append(Timeline(mode: mode, samples: samples,
                                       stalls: outcome.trace.records.filter { $0.stallSeconds > 0 }.map { (offset + $0.wallSeconds - $0.stallSeconds, $0.stallSeconds) },
