@@ -26,6 +26,11 @@ public final class StreamBootSession: @unchecked Sendable {
         public var consoleOutput: @Sendable (UInt8) -> Void = { _ in }
         /// Boot the kernel even when the appliance has a memory snapshot (as `streamvm run --cold`).
         public var cold = false
+        /// Install prefetched memory chunks into guest RAM ahead of the guest (vtube, workingset,
+        /// full). Off by default: it cuts faults (4,206 → 927 per run on the replay guest) but raised
+        /// vtube's stalls after ready there (61 → 87), because installs count as touches and move the
+        /// scheduler into clusters before the guest (docs/STREAMBOOT.md).
+        public var installAhead = false
         public var scheduler: PrefetchScheduler<ContinuousClock>.Configuration?
 
         public init(reference: String) { self.reference = reference }
@@ -136,7 +141,7 @@ public final class StreamBootSession: @unchecked Sendable {
         if let snapshot { targets[.memory] = snapshot.memory }
         // Prefetched memory goes into guest RAM ahead of the guest; never in `none` runs (their
         // traces train the model and must see every first touch as a fault).
-        let installer = snapshot == nil || options.prefetch == .none ? nil
+        let installer = snapshot == nil || options.prefetch == .none || !options.installAhead ? nil
             : MemoryPageInstaller(pages: snapshot!.pages, traceInstalls: options.prefetch != .full)
         defer { installer?.stop() }
         defer {

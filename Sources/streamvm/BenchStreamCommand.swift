@@ -33,6 +33,9 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @Option(help: "Time dilation factor N (DieCast): the profile's rate is divided by N and its RTT multiplied by N, for a guest whose CPU is N times slower than the hardware the profile stands for (the TCG lab).")
     var dilation = 1.0
 
+    @Flag(help: "Resumes install prefetched memory pages into guest RAM ahead of the guest (see boot --install-ahead).")
+    var installAhead = false
+
     @Option(help: "Seconds each boot may run before it is stopped.")
     var timeout = 600.0
 
@@ -57,6 +60,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         benchmark.source = source
         benchmark.timeoutSeconds = timeout
         benchmark.timerScale = dilation
+        benchmark.installAhead = installAhead
         // What the proxy really delivers where the benchmark runs (it may run on a slow CPU, e.g. the lab).
         let link = try LinkAccuracyProbe.measure(rateBitsPerSecond: chosen.rateMbit * 1e6, rttSeconds: chosen.rttMs / 1000)
         var (report, timelines) = try await benchmark.run()

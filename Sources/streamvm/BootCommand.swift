@@ -54,6 +54,9 @@ struct BootCommand: AsyncParsableCommand {
     @Flag(help: "Boot the kernel even when the appliance is published with a memory snapshot (default: resume it).")
     var cold = false
 
+    @Flag(help: "When resuming, install prefetched memory pages into guest RAM before the guest touches them (fewer userfaultfd faults; off by default, see docs/STREAMBOOT.md).")
+    var installAhead = false
+
     @OptionGroup var client: ClientOptions
 
     func validate() throws {
@@ -80,6 +83,7 @@ struct BootCommand: AsyncParsableCommand {
         options.readDeadlineSeconds = readDeadline
         options.memoryMiB = memory
         options.cold = cold
+        options.installAhead = installAhead
         options.consoleOutput = { ConsoleOutput.write($0) }
         let session = StreamBootSession(loader: loader, options: options, logger: logger)
 

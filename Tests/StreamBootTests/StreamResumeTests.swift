@@ -170,7 +170,7 @@ struct StreamResumeTests {
         let lazyFaults = try #require(lazy.report.memoryPageFaults)
         #expect(lazyFaults >= Self.regionPages.count)
 
-        let full = try await boot(fixture, mode: .full, cache: "cache-full")
+        let full = try await boot(fixture, mode: .full, cache: "cache-full") { $0.installAhead = true }
         #expect(full.reason == .powerOff(code: 0), "\(full.console)")
         #expect(full.console.contains("resumed checksum \(before)"), "\(full.console)")
         #expect(full.console.contains("bad pages 0x0000000000000000"))
@@ -196,7 +196,7 @@ struct StreamResumeTests {
         }
         try await fixture.startServer()
         do {
-            let outcome = try await boot(fixture, mode: .full, cache: "cache")
+            let outcome = try await boot(fixture, mode: .full, cache: "cache") { $0.installAhead = true }
             Issue.record("expected the resume to be refused, got \(outcome.reason): \(outcome.console)")
         } catch {
             #expect("\(error)".contains("guest page 2049") && "\(error)".contains("does not match vmstate.json"), "\(error)")
@@ -220,7 +220,7 @@ struct StreamResumeTests {
         #expect(report.runs == 1 && report.published)
 
         for mode in [PrefetchMode.vtube, .workingset] {
-            let second = try await boot(fixture, mode: mode, cache: "cache-\(mode.rawValue)")
+            let second = try await boot(fixture, mode: mode, cache: "cache-\(mode.rawValue)") { $0.installAhead = true }
             #expect(second.reason == .powerOff(code: 0), "\(mode): \(second.console)")
             #expect(second.console.contains("bad pages 0x0000000000000000"))
             #expect(second.report.model == report.model.hex)

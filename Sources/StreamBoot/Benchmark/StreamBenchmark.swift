@@ -75,6 +75,8 @@ public struct StreamBenchmark: Sendable {
     /// connect, read deadline, buffering cap) and of the server (stall guard) is multiplied by this,
     /// so a link N times slower does not trip timers tuned for the undilated one.
     public var timerScale = 1.0
+    /// Resumed runs install prefetched memory ahead of the guest (`StreamBootSession.Options.installAhead`).
+    public var installAhead = false
     let logger: Logger
 
     public init(applianceDirectory: String, profile: Profile, logger: Logger) {
@@ -174,6 +176,7 @@ public struct StreamBenchmark: Sendable {
         var scheduler = PrefetchScheduler<ContinuousClock>.Configuration(mode: mode)
         scheduler.maximumBuffering = scheduler.maximumBuffering * timerScale
         options.scheduler = scheduler
+        options.installAhead = installAhead
         let started = ContinuousClock.now
         let sampler = Task { () -> [(seconds: Double, bytes: Int)] in
             var samples: [(seconds: Double, bytes: Int)] = []
