@@ -9,21 +9,25 @@
 #
 # Usage: stream-bench.sh <appliance dir> <profile> <host CPU seconds of cpu-probe> <auto|off|N>
 #                        <seconds per boot> <training runs: 1 or 3> <source label> [dilated-only]
-# dilated-only (with a numeric dilation): skip the undilated run.
+#                        [install-ahead]
+# dilated-only (with a numeric dilation): skip the undilated run; install-ahead: pass
+# --install-ahead to bench stream (resumes install prefetched memory ahead of the guest).
 set -u
-appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7 only=${8:-}
+appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7 only=${8:-} ahead=${9:-}
 out=/lab/out
 mkdir -p "$out"
 # Server, proxy and client talk over 127.0.0.1: the lab's init leaves the loopback interface down.
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up || { echo "STREAM-BENCH FAILED: cannot bring up lo"; exit 1; }
 quick=
 [ "$training" = 1 ] && quick=--quick
+install_ahead=
+[ "$ahead" = install-ahead ] && install_ahead=--install-ahead
 status=0
 
 # One bench stream run; its table and JSON also go to the console (the results survive a lost copy).
 bench() { # <name> <dilation> <label>
     echo "STREAM-BENCH start $1 (dilation $2) at uptime $(cut -d' ' -f1 /proc/uptime)"
-    streamvm bench stream --appliance "$appliance" --profile "$profile" $quick --dilation "$2" \
+    streamvm bench stream --appliance "$appliance" --profile "$profile" $quick $install_ahead --dilation "$2" \
         --timeout "$boot_timeout" --source "$source$3" --json "$out/$1.json" --svg "$out/$1.svg" 2>&1 |
         tee "$out/$1.log"
     # The pipeline's status is tee's: the JSON file says whether the run finished.
