@@ -27,9 +27,8 @@ public final class StreamBootSession: @unchecked Sendable {
         /// Boot the kernel even when the appliance has a memory snapshot (as `streamvm run --cold`).
         public var cold = false
         /// Install prefetched memory chunks into guest RAM ahead of the guest (vtube, workingset,
-        /// full). Off by default: it cuts faults (4,206 → 927 per run on the replay guest) but raised
-        /// vtube's stalls after ready there (61 → 87), because installs count as touches and move the
-        /// scheduler into clusters before the guest (docs/STREAMBOOT.md).
+        /// full). It cuts faults (4,206 → 626 per vtube run on the replay guest); off by default until
+        /// its gain is measured where faults are dear (the lab), see docs/STREAMBOOT.md.
         public var installAhead = false
         public var scheduler: PrefetchScheduler<ContinuousClock>.Configuration?
 

@@ -83,7 +83,7 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
         guard chunk >= 0, chunk < image.artifact.chunks.count, let traceSink else { return }
         guard condition.withLock({ touched.insert(chunk).inserted }) else { return }
         let ref = image.chunkRef(chunk)
-        traceSink.record(FirstAccess(role: .memory, chunkIndex: chunk, chunk: ref?.id, offset: chunk * image.chunkSize,
+        traceSink.recordInstalled(FirstAccess(role: .memory, chunkIndex: chunk, chunk: ref?.id, offset: chunk * image.chunkSize,
                                      seconds: (ContinuousClock.now - openedAt).inSeconds, source: ref == nil ? .zero : .cache,
                                      stallSeconds: 0))
     }

@@ -41,4 +41,11 @@ public struct FirstAccess: Sendable, Codable, Equatable {
 /// Receives every first access of an image. Called on the reading thread: keep it quick.
 public protocol AccessTraceSink: Sendable {
     func record(_ access: FirstAccess)
+    /// A chunk put in place ahead of the guest (memory installed before it touched it): traced like
+    /// a first access, but it says nothing about where the guest is, so it must not move prefetch.
+    func recordInstalled(_ access: FirstAccess)
+}
+
+extension AccessTraceSink {
+    public func recordInstalled(_ access: FirstAccess) { record(access) }
 }

@@ -115,6 +115,27 @@ import Testing
         #expect((try? RunTrace.decode(try trace.encoded(), file: "t"))?.records == trace.records)
     }
 
+    /// Memory installed ahead of the guest is traced (the model keeps it) but does not reach the
+    /// listeners: it says nothing about where the guest is, so it must not move the prefetcher.
+    @Test func installedChunksAreTracedWithoutTellingTheListeners() {
+        let recorder = TraceRecorder()
+        final class Heard: @unchecked Sendable {
+            let lock = NSLock()
+            var locations: [ChunkLocation] = []
+        }
+        let heard = Heard()
+        recorder.addListener { location, _ in heard.lock.withLock { heard.locations.append(location) } }
+        recorder.notePrefetched(ChunkLocation(role: .memory, index: 7))
+        recorder.guestStarted()
+        recorder.recordInstalled(FirstAccess(role: .memory, chunkIndex: 7, chunk: Digest.of(Data("m".utf8)), offset: 7 << 16,
+                                             seconds: 0, source: .cache, stallSeconds: 0))
+        recorder.record(FirstAccess(role: .memory, chunkIndex: 9, chunk: nil, offset: 9 << 16, seconds: 0, source: .zero, stallSeconds: 0))
+        let trace = recorder.trace(appliance: "app", version: "1", manifest: Digest.of(Data("x".utf8)), prefetch: .vtube, model: nil)
+        #expect(trace.records.map(\.location.index) == [7, 9])
+        #expect(trace.records.first?.outcome == .prefetchHit)
+        #expect(heard.lock.withLock { heard.locations } == [ChunkLocation(role: .memory, index: 9)])
+    }
+
     @Test func tracesUploadWithTheTokenAndAreRefusedWithoutIt() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"))

@@ -34,10 +34,23 @@ public final class TraceRecorder: AccessTraceSink, @unchecked Sendable {
     public func ready() { lock.withLock { if readyAt == nil { readyAt = monotonicSeconds() } } }
 
     public func record(_ access: FirstAccess) {
-        let now = monotonicSeconds()
         let location = ChunkLocation(role: access.role, index: access.chunkIndex)
         let waited = access.source == .fetched
-        let listeners = lock.withLock { () -> [@Sendable (ChunkLocation, Bool) -> Void] in
+        for listener in append(access) { listener(location, waited) }
+    }
+
+    /// Traced like a first access, but the listeners (the prefetch driver) are not told: an install
+    /// ahead of the guest says nothing about where the guest is, and entering its cluster early made
+    /// the scheduler cancel prefetches the guest then missed.
+    public func recordInstalled(_ access: FirstAccess) {
+        _ = append(access)
+    }
+
+    /// Adds the record; returns the listeners to notify.
+    private func append(_ access: FirstAccess) -> [@Sendable (ChunkLocation, Bool) -> Void] {
+        let now = monotonicSeconds()
+        let location = ChunkLocation(role: access.role, index: access.chunkIndex)
+        return lock.withLock { () -> [@Sendable (ChunkLocation, Bool) -> Void] in
             let outcome: RunTrace.Outcome
             switch access.source {
             case .zero: outcome = .zero
@@ -57,7 +70,6 @@ public final class TraceRecorder: AccessTraceSink, @unchecked Sendable {
                                            stallSeconds: access.stallSeconds))
             return self.listeners
         }
-        for listener in listeners { listener(location, waited) }
     }
 
     /// The trace so far.
