@@ -88,6 +88,12 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
                                      stallSeconds: 0))
     }
 
+    /// A fault loads the page's whole chunk: the handler installs all of its pages at once.
+    public func faultAroundPages(of index: Int) -> Range<Int> {
+        guard index >= 0, index < pageCount else { return index..<(index + 1) }
+        return pages(ofChunk: index * pageSize / image.chunkSize)
+    }
+
     /// The pages held by chunk `chunk`.
     public func pages(ofChunk chunk: Int) -> Range<Int> {
         let perChunk = image.chunkSize / pageSize

@@ -61,6 +61,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         benchmark.timeoutSeconds = timeout
         benchmark.timerScale = dilation
         benchmark.installAhead = installAhead
+        benchmark.progress = { line in FileHandle.standardError.write(Data("bench stream: \(line)\n".utf8)) }
         // What the proxy really delivers where the benchmark runs (it may run on a slow CPU, e.g. the lab).
         let link = try LinkAccuracyProbe.measure(rateBitsPerSecond: chosen.rateMbit * 1e6, rttSeconds: chosen.rttMs / 1000)
         var (report, timelines) = try await benchmark.run()

@@ -1,4 +1,7 @@
 import ArgumentParser
+#if canImport(Glibc)
+@preconcurrency import Glibc
+#endif
 
 /// The one command-line entry point. Subcommands only parse arguments and wire modules together.
 @main
@@ -12,6 +15,9 @@ struct StreamVM: AsyncParsableCommand {
     )
 
     static func main() async {
+        // Line-buffered stdout: results and progress reach a pipe (tee, a lab console) as they are
+        // printed, not when a 4 KiB buffer fills or the process exits.
+        setvbuf(stdout, nil, _IOLBF, 0)
         LoggingSetup.bootstrap()
         do {
             var command = try parseAsRoot()

@@ -9,10 +9,13 @@ final class CountingPageSource: PageSource, @unchecked Sendable {
     let inner: InMemoryPageSource
     let delayMicroseconds: UInt32
     let failingPage: Int?
+    /// Pages per fault-around unit (1: none).
+    let unit: Int
     private let counts: Locked<[Int: Int]> = Locked([:])
 
-    init(image: [UInt8], delayMicroseconds: UInt32 = 0, failingPage: Int? = nil) throws {
+    init(image: [UInt8], delayMicroseconds: UInt32 = 0, failingPage: Int? = nil, unit: Int = 1) throws {
         inner = try InMemoryPageSource(image: image)
+        self.unit = unit
         self.delayMicroseconds = delayMicroseconds
         self.failingPage = failingPage
     }
@@ -26,6 +29,11 @@ final class CountingPageSource: PageSource, @unchecked Sendable {
         if delayMicroseconds > 0 { usleep(delayMicroseconds) }
         if index == failingPage { throw PageSourceError(page: index, problem: "injected I/O error") }
         return try inner.readPage(index, into: buffer)
+    }
+
+    func faultAroundPages(of index: Int) -> Range<Int> {
+        let first = index / unit * unit
+        return first..<min(first + unit, pageCount)
     }
 }
 
@@ -131,6 +139,27 @@ struct PageFaultHandlerTests {
         usleep(100_000)
         #expect(returned.withLock { $0 } == false, "the thread must still be waiting: no page was mapped for it")
         #expect(handler.presentPageCount == 0)
+    }
+
+    @Test(arguments: [0, 4])
+    func aFaultInstallsTheWholeUnitItsSourceDeliversWithThePage(fetchThreads: Int) throws {
+        let unit = 8
+        let image = patternedMemoryImage(pages: Self.pages)
+        let memory = try GuestMemory(size: image.count)
+        let source = try CountingPageSource(image: image, unit: unit)
+        let handler = try PageFaultHandler(memory: memory, source: source, fetchThreads: fetchThreads, onError: { _ in })
+        handler.start()
+        defer { handler.stop() }
+        let order = (0..<Self.pages).map { ($0 * 37) % Self.pages }
+        for page in order {
+            let bytes = try memory.read(at: UInt64(page * GuestMemory.pageSize), length: GuestMemory.pageSize)
+            #expect(bytes[...] == image[(page * GuestMemory.pageSize)..<((page + 1) * GuestMemory.pageSize)], "page \(page)")
+        }
+        // One first touch per unit: the page of that unit touched first; its neighbours came with it.
+        var firstOfUnit: [Int: Int] = [:]
+        for page in order where firstOfUnit[page / unit] == nil { firstOfUnit[page / unit] = page }
+        #expect(handler.faultLog.map(\.page).sorted() == firstOfUnit.values.sorted())
+        #expect((0..<Self.pages).allSatisfy { source.reads(of: $0) == 1 })
     }
 
     @Test func populateAllMapsEveryPageWithoutFaults() throws {

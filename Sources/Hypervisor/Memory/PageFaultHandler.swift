@@ -310,6 +310,7 @@ public final class PageFaultHandler: @unchecked Sendable {
                     shared.states[page] = .present
                     shared.presentCount += 1
                 }
+                if !ahead { installFaultAround(page, scratch: scratch) }
             } catch let error as PageSourceError {
                 let first = shared.withLock { shared -> Bool in
                     guard shared.failure == nil else { return false }
@@ -321,6 +322,21 @@ public final class PageFaultHandler: @unchecked Sendable {
                     if revokeOnError { revokeGuestMemory() }
                 }
             } catch {}
+        }
+
+        /// After a fault's page is in (its vCPU already woken): the other pages the source delivered
+        /// with it, unless something else claimed them. They are not first touches (not logged); a
+        /// vCPU that touches one meanwhile waits for its COPY like any fault on a page being fetched.
+        private func installFaultAround(_ page: Int, scratch: UnsafeMutableRawBufferPointer) {
+            let around = source.faultAroundPages(of: page).clamped(to: 0..<source.pageCount)
+            for neighbour in around where neighbour != page {
+                let claimed = shared.withLock { shared -> Bool in
+                    guard shared.failure == nil, !shared.shuttingDown, shared.states[neighbour] == .missing else { return false }
+                    shared.states[neighbour] = .fetching
+                    return true
+                }
+                if claimed { install(neighbour, scratch: scratch, ahead: true) }
+            }
         }
 
         /// Fail closed: no access to guest RAM succeeds any more, and every waiter retries its fault,

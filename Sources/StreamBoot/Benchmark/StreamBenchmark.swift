@@ -77,6 +77,9 @@ public struct StreamBenchmark: Sendable {
     public var timerScale = 1.0
     /// Resumed runs install prefetched memory ahead of the guest (`StreamBootSession.Options.installAhead`).
     public var installAhead = false
+    /// Told a line as each run starts and ends (the CLI prints them to stderr): a lab run takes many
+    /// minutes, and whoever watches it should see which run it is in.
+    public var progress: (@Sendable (String) -> Void)?
     let logger: Logger
 
     public init(applianceDirectory: String, profile: Profile, logger: Logger) {
@@ -117,8 +120,10 @@ public struct StreamBenchmark: Sendable {
         let uploader = try TraceUploader(origin: direct, tokenFile: tokenFile)
         var trainingReady: [Double] = []
         for run in 0..<trainingRuns {
+            progress?("training run \(run + 1)/\(trainingRuns) (unshaped, mode none)")
             let outcome = try await boot(name, mode: .none, origin: direct, cache: "\(work)/train-cache-\(run)").outcome
             guard let ready = outcome.report.readySeconds else { throw ClientError.benchmark("training run \(run) never became ready: \(outcome.reason)") }
+            progress?(String(format: "training run %d/%d: ready at %.2f s", run + 1, trainingRuns, ready))
             trainingReady.append(ready)
             let trace = outcome.trace
             _ = try await Task.detached { try uploader.upload(trace) }.value
@@ -135,6 +140,7 @@ public struct StreamBenchmark: Sendable {
         var neededBeforeReady: Int?
         var resumed = false
         for mode in modes {
+            progress?("mode \(mode.rawValue) over \(profile.name) (\(profile.rateMbit) Mbit/s, \(profile.rttMs) ms)")
             let (outcome, samples) = try await boot(name, mode: mode, origin: shaped, cache: "\(work)/cache-\(mode.rawValue)")
             let report = outcome.report
             resumed = report.resumed
@@ -144,6 +150,8 @@ public struct StreamBenchmark: Sendable {
                                                 demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count,
                                                 guest_start_s: report.traceStartSeconds + (report.bufferingSeconds ?? 0),
                                                 page_faults: report.memoryPageFaults, pages_installed: report.memoryPagesInstalled)
+            progress?("mode \(mode.rawValue): ready at \(report.readySeconds.map { String(format: "%.2f s", $0) } ?? "never"), "
+                      + "\(report.stallsAfterReady) stalls after ready, \(report.bytesReceived) bytes, \(report.stopReason)")
             let offset = report.traceStartSeconds
             timelines.append(Timeline(mode: mode, samples: samples,
                                       stalls: outcome.trace.records.filter { $0.stallSeconds > 0 }.map { (offset + $0.wallSeconds - $0.stallSeconds, $0.stallSeconds) },
