@@ -31,6 +31,8 @@ public final class StreamBootSession: @unchecked Sendable {
         /// its gain is measured where faults are dear (the lab), see docs/STREAMBOOT.md.
         public var installAhead = false
         public var scheduler: PrefetchScheduler<ContinuousClock>.Configuration?
+        /// Parameters for the appliance, on the command line of a cold boot or the resume line.
+        public var applianceArguments = ApplianceArguments.none
 
         public init(reference: String) { self.reference = reference }
     }
@@ -171,13 +173,15 @@ public final class StreamBootSession: @unchecked Sendable {
         let marker = ReadyMatcher(marker: Array(config.readyMarker.utf8))
         let forward = options.consoleOutput
         var machineConfiguration = MachineConfiguration(
-            memorySize: memoryMiB << 20, vcpuCount: vcpuCount, image: image, commandLine: config.kernelCommandLine ?? "",
+            memorySize: memoryMiB << 20, vcpuCount: vcpuCount, image: image,
+            commandLine: options.applianceArguments.commandLine(config.kernelCommandLine ?? ""),
             disks: disks, readyMarker: config.readyMarker,
             consoleOutput: { byte in
                 forward(byte)
                 if marker.feed(byte) { recorder.ready() }
             })
         try snapshot?.attach(to: &machineConfiguration)
+        machineConfiguration.restore?.consoleInputOnResume = options.applianceArguments.resumeLine(marker: RestorePlan.resumedMarker)
         if let installer { machineConfiguration.restore?.prefetchPages = installer.startupPages(everyLocalChunk: options.prefetch == .full) }
         let machine = try Machine(configuration: machineConfiguration, logger: logger)
         failure.onSet = { error in machine.stop(.failure(StreamBootError.diskUnavailable("\(error)").description)) }

@@ -36,6 +36,9 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @Flag(help: "Resumes install prefetched memory pages into guest RAM ahead of the guest (see boot --install-ahead).")
     var installAhead = false
 
+    @Option(help: "Think time in seconds between the steps of the appliance's session (passed as streamvm.think; default: the appliance's own).")
+    var think: Double?
+
     @Option(help: "Seconds each boot may run before it is stopped.")
     var timeout = 600.0
 
@@ -61,6 +64,15 @@ struct BenchStreamCommand: AsyncParsableCommand {
         benchmark.timeoutSeconds = timeout
         benchmark.timerScale = dilation
         benchmark.installAhead = installAhead
+        // The guest's clock is not dilated (no TSC scaling in the lab): the appliance is told N so
+        // that its timed pauses (think time) last N times longer, as they would under DieCast.
+        var arguments: [String] = []
+        if let think {
+            guard think >= 0, think <= 3600 else { throw ValidationError("--think must be between 0 and 3600 seconds") }
+            arguments.append("streamvm.think=\(think)")
+        }
+        if dilation != 1 { arguments.append("streamvm.dilation=\(dilation)") }
+        benchmark.applianceArguments = try ApplianceArguments(arguments)
         benchmark.progress = { line in FileHandle.standardError.write(Data("bench stream: \(line)\n".utf8)) }
         // What the proxy really delivers where the benchmark runs (it may run on a slow CPU, e.g. the lab).
         let link = try LinkAccuracyProbe.measure(rateBitsPerSecond: chosen.rateMbit * 1e6, rttSeconds: chosen.rttMs / 1000)

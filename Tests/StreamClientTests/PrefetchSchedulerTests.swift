@@ -134,12 +134,26 @@ import Testing
         #expect(scheduler.bufferedStartupBytes < 16 * Self.chunkBytes)
     }
 
-    @Test func vtubeBuffersOnlyForReadyAndStreamsAfterReadyClustersOnceTheGuestRuns() {
+    @Test func vtubeBuffersForAfterReadyClustersOnTheWholePathByDefault() {
+        // A (on the predicted path) is only touched after the ready marker; the session still needs
+        // it 4 s in, so on a very slow link it is buffered as if it were needed before ready.
+        var model = Self.model()
+        model.clusters[1].afterReady = true
+        var scheduler = Self.scheduler(.vtube, model: model, clock: ManualClock())
+        _ = scheduler.start()
+        _ = scheduler.tick(bandwidthBytesPerSecond: 1000, rttSeconds: 0.02)
+        #expect(scheduler.bufferTargetBytes == Int((Double(16 * Self.chunkBytes) - 1000 * 4 + 1000 * 0.02).rounded(.up)))
+        // A link that brings A in the 4 s before it is needed: boot and a round trip only.
+        _ = scheduler.tick(bandwidthBytesPerSecond: 10e6, rttSeconds: 0.02)
+        #expect(scheduler.bufferTargetBytes == 8 * Self.chunkBytes + Int((10e6 * 0.02).rounded(.up)))
+    }
+
+    @Test func vtubeBuffersOnlyForReadyWhenAskedAndStreamsAfterReadyClustersOnceTheGuestRuns() {
         // The same model, but A (on the predicted path) is only touched after the ready marker.
         var model = Self.model()
         model.clusters[1].afterReady = true
         let clock = ManualClock()
-        var scheduler = Self.scheduler(.vtube, model: model, clock: clock)
+        var scheduler = Self.scheduler(.vtube, model: model, clock: clock) { $0.bufferAfterReady = false }
         var actions = scheduler.start() + scheduler.tick(bandwidthBytesPerSecond: 1000, rttSeconds: 0.02)
         // A very slow link: without the mark nearly boot + A would be buffered (see above); with it,
         // boot only (the target is capped at the bytes the buffer can hold).

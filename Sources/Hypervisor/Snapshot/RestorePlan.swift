@@ -22,8 +22,10 @@ public struct RestorePlan: Sendable {
     /// pages an earlier resume touched before it was ready); every other page still comes on first touch.
     public var prefetchPages: [Int] = []
 
-    /// The console line a resumed guest receives (appliances/linux's init waits for it).
-    public static let resumedLine = Array("STREAMVM-RESUMED\n".utf8)
+    /// The console line a resumed guest receives (appliances/linux's init waits for it); a caller
+    /// may append space-separated arguments after the marker.
+    public static let resumedMarker = "STREAMVM-RESUMED"
+    public static let resumedLine = Array((resumedMarker + "\n").utf8)
 
     public init(state: MachineSnapshot, pages: any PageSource, loading: MemoryLoading = .lazy,
                 waitMode: PageFaultHandler.WaitMode = .blocking, fetchThreads: Int = 0) {

@@ -55,6 +55,8 @@ public struct StreamBenchmark: Sendable {
         public var link: LinkAccuracyProbe.Result? = nil
         /// Time dilation factor N the profile was scaled by (rate ÷ N, RTT × N; set by the CLI).
         public var dilation: Double? = nil
+        /// What every run passed to the appliance (e.g. its think time and the dilation factor).
+        public var appliance_arguments: [String]? = nil
     }
 
     /// Bytes received over time and stalls of one mode's run, for the timeline.
@@ -77,6 +79,8 @@ public struct StreamBenchmark: Sendable {
     public var timerScale = 1.0
     /// Resumed runs install prefetched memory ahead of the guest (`StreamBootSession.Options.installAhead`).
     public var installAhead = false
+    /// Passed to the appliance in every run, training and evaluated (e.g. its think time).
+    public var applianceArguments = ApplianceArguments.none
     /// Told a line as each run starts and ends (the CLI prints them to stderr): a lab run takes many
     /// minutes, and whoever watches it should see which run it is in.
     public var progress: (@Sendable (String) -> Void)?
@@ -163,7 +167,7 @@ public struct StreamBenchmark: Sendable {
         let needed = try neededBeforeReady ?? Self.bootBytes(catalog: catalog, appliance: name)
         let oracle = profile.rttMs / 1000 + Double(needed) / profile.rateBytesPerSecond
         return (Report(appliance: name, resumed: resumed, profile: profile.name, oracle_ttr_s: oracle, modes: results, training_runs: trainingRuns,
-                       source: source, training_ttr_s: trainingReady),
+                       source: source, training_ttr_s: trainingReady, appliance_arguments: applianceArguments.arguments),
                 timelines)
     }
 
@@ -185,6 +189,7 @@ public struct StreamBenchmark: Sendable {
         scheduler.maximumBuffering = scheduler.maximumBuffering * timerScale
         options.scheduler = scheduler
         options.installAhead = installAhead
+        options.applianceArguments = applianceArguments
         let started = ContinuousClock.now
         let sampler = Task { () -> [(seconds: Double, bytes: Int)] in
             var samples: [(seconds: Double, bytes: Int)] = []

@@ -6,8 +6,8 @@ import Catalog
 ///
 /// - Start: `none` starts at once; `full` and `workingset` (REAP) after the whole image or recorded
 ///   working set is local; `vtube` after just enough of the predicted path is buffered that the rest
-///   can stream in before the guest needs it at the measured bandwidth (vTube §4.3). Clusters the
-///   model marks as after-ready are left out of that buffer: they stream after the start, cluster-ahead.
+///   can stream in before the guest needs it at the measured bandwidth (vTube §4.3), over the whole
+///   predicted path (`bufferAfterReady` off: only the clusters before ready).
 /// - Running: chunks are issued in plan order while the bytes outstanding stay under a few
 ///   bandwidth-delay products, which keeps the link full without burying the next demand miss
 ///   (the fetcher always starts demand requests first). Entering a model cluster makes its rest and
@@ -39,6 +39,11 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
         public var lookaheadBytes = 8 << 20
         /// The guest starts after this long even if buffering is not done (a slow link must not hang boot).
         public var maximumBuffering: Duration = .seconds(120)
+        /// vtube sizes its startup buffer for the whole predicted path, after-ready clusters included
+        /// (vTube's rule: the run after the start streams without stalls). False sizes it only for
+        /// the clusters before ready: the shortest time to ready, and the session after it stalls
+        /// wherever it needs data faster than the link brings it.
+        public var bufferAfterReady = true
 
         public init(mode: PrefetchMode) { self.mode = mode }
     }
@@ -129,7 +134,7 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
                 let rest = model.clusters.indices.filter { !onPath.contains($0) }
                     .sorted { (-model.clusters[$0].support, model.clusters[$0].startSeconds) < (-model.clusters[$1].support, model.clusters[$1].startSeconds) }
                 background = (startupPath + rest).flatMap { model.clusters[$0].chunks } + (configuration.complete ? all : [])
-                startupSet = Set(startupPath.filter { !model.clusters[$0].afterReady }.flatMap { model.clusters[$0].chunks })
+                startupSet = Set(startupPath.filter(countsForStartup).flatMap { model.clusters[$0].chunks })
                 hot = Set(startupPath.prefix(1))
             } else {
                 background = configuration.complete ? all : []
@@ -196,10 +201,18 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
         return path
     }
 
-    /// Startup buffer (vTube): the guest reaches cluster k of the path `startSeconds` after it starts,
-    /// by which time the link delivers `rate × startSeconds` more, so the buffer must cover the
-    /// largest shortfall `cumulativeBytes(k) − rate × start(k)`, plus one round trip of data. Only the
-    /// clusters needed before ready count; after-ready clusters stream once the guest runs.
+    /// Whether path cluster `number` counts for the startup buffer (after-ready clusters only with
+    /// `bufferAfterReady`).
+    private func countsForStartup(_ number: Int) -> Bool {
+        configuration.bufferAfterReady || !(model?.clusters[number].afterReady ?? false)
+    }
+
+    /// Startup buffer (vTube): the guest reaches cluster k of the path `startSeconds` (guest time)
+    /// after it starts, by which time the link delivers `rate × startSeconds` more, so the buffer
+    /// must cover the largest shortfall `cumulativeBytes(k) − rate × start(k)`, plus one round trip
+    /// of data. After-ready clusters count unless `bufferAfterReady` is off: a session with pauses
+    /// (think time) lets them stream and adds little; one that reads faster than the link adds the
+    /// shortfall it would otherwise spend stalled.
     private func startupTarget() -> Int {
         switch configuration.mode {
         case .none: return 0
@@ -209,7 +222,7 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
             let rate = startupRate
             var cumulative = 0
             var shortfall = 0.0
-            for number in startupPath where !model.clusters[number].afterReady {
+            for number in startupPath where countsForStartup(number) {
                 let cluster = model.clusters[number]
                 cumulative += cluster.bytes
                 shortfall = max(shortfall, Double(cumulative) - rate * cluster.startSeconds)
