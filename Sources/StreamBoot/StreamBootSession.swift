@@ -146,10 +146,7 @@ public final class StreamBootSession: @unchecked Sendable {
             : MemoryPageInstaller(pages: snapshot!.pages, traceInstalls: options.prefetch != .full)
         defer { installer?.stop() }
         defer {
-            if let temporaryOverlay {
-                unlink(temporaryOverlay)
-                unlink(temporaryOverlay + ".map")
-            }
+            if let temporaryOverlay { CopyOnWriteOverlay.remove(at: temporaryOverlay) }
         }
         let streamed = StreamedChunks(manifest: manifest, roles: Array(targets.keys).sorted { $0.rawValue < $1.rawValue })
         let local = Set(streamed.allFetchable.filter { targets[$0.role]?.isLocal(chunk: $0.index) == true })

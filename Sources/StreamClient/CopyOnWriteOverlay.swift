@@ -32,6 +32,14 @@ public final class CopyOnWriteOverlay: @unchecked Sendable {
 
     public var blockCount: Int { (size + Self.blockSize - 1) / Self.blockSize }
 
+    /// The files an overlay at `path` consists of.
+    public static func files(at path: String) -> [String] { ["\(path).data", "\(path).bitmap", "\(path).json"] }
+
+    /// Deletes the overlay at `path` (a temporary one, after its run); missing files are fine.
+    public static func remove(at path: String) {
+        for file in files(at: path) { unlink(file) }
+    }
+
     public init(path: String, artifactDigest: Digest, size: Int) throws {
         self.path = path
         self.size = size

@@ -65,4 +65,15 @@ import Testing
             _ = try CopyOnWriteOverlay(path: path, artifactDigest: Digest.of(Data("b".utf8)), size: 8192)
         }
     }
+
+    @Test func removingAnOverlayDeletesEveryFileItMade() throws {
+        let directory = try TemporaryDirectory()
+        let path = directory.sub("overlay")
+        let overlay = try CopyOnWriteOverlay(path: path, artifactDigest: Digest.of(Data("a".utf8)), size: 8192)
+        try overlay.write([7], at: 10, baseBlocks: [0: [UInt8](repeating: 0, count: 4096)])
+        try overlay.flush()
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted() == ["overlay.bitmap", "overlay.data", "overlay.json"])
+        CopyOnWriteOverlay.remove(at: path)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
+    }
 }

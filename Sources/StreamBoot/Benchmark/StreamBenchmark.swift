@@ -156,6 +156,11 @@ public struct StreamBenchmark: Sendable {
                                                 page_faults: report.memoryPageFaults, pages_installed: report.memoryPagesInstalled)
             progress?("mode \(mode.rawValue): ready at \(report.readySeconds.map { String(format: "%.2f s", $0) } ?? "never"), "
                       + "\(report.stallsAfterReady) stalls after ready, \(report.bytesReceived) bytes, \(report.stopReason)")
+            if report.readySeconds == nil {
+                // The console is the only record of why a guest died (a panic, a failed check).
+                let tail = outcome.console.split(separator: "\n", omittingEmptySubsequences: false).suffix(40).joined(separator: "\n")
+                progress?("mode \(mode.rawValue) never became ready; the last console lines:\n\(tail)")
+            }
             let offset = report.traceStartSeconds
             timelines.append(Timeline(mode: mode, samples: samples,
                                       stalls: outcome.trace.records.filter { $0.stallSeconds > 0 }.map { (offset + $0.wallSeconds - $0.stallSeconds, $0.stallSeconds) },
