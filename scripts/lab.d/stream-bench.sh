@@ -9,11 +9,12 @@
 #
 # Usage: stream-bench.sh <appliance dir> <profile> <host CPU seconds of cpu-probe> <auto|off|N>
 #                        <seconds per boot> <training runs: 1 or 3> <source label> [dilated-only]
-#                        [install-ahead]
+#                        [install-ahead] [think seconds]
 # dilated-only (with a numeric dilation): skip the undilated run; install-ahead: pass
-# --install-ahead to bench stream (resumes install prefetched memory ahead of the guest).
+# --install-ahead to bench stream (resumes install prefetched memory ahead of the guest); think
+# seconds: bench stream --think (the appliance session's think time; empty: the appliance's own).
 set -u
-appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7 only=${8:-} ahead=${9:-}
+appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7 only=${8:-} ahead=${9:-} think=${10:-}
 out=/lab/out
 mkdir -p "$out"
 # Server, proxy and client talk over 127.0.0.1: the lab's init leaves the loopback interface down.
@@ -22,12 +23,14 @@ quick=
 [ "$training" = 1 ] && quick=--quick
 install_ahead=
 [ "$ahead" = install-ahead ] && install_ahead=--install-ahead
+think_option=
+[ -n "$think" ] && think_option="--think $think"
 status=0
 
 # One bench stream run; its table and JSON also go to the console (the results survive a lost copy).
 bench() { # <name> <dilation> <label>
     echo "STREAM-BENCH start $1 (dilation $2) at uptime $(cut -d' ' -f1 /proc/uptime)"
-    streamvm bench stream --appliance "$appliance" --profile "$profile" $quick $install_ahead --dilation "$2" \
+    streamvm bench stream --appliance "$appliance" --profile "$profile" $quick $install_ahead $think_option --dilation "$2" \
         --timeout "$boot_timeout" --source "$source$3" --json "$out/$1.json" --svg "$out/$1.svg" 2>&1 |
         tee "$out/$1.log"
     # The pipeline's status is tee's: the JSON file says whether the run finished.
@@ -44,6 +47,9 @@ probe() { # <n>
 }
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1"; }
 
+# Lazy guest memory is wrong under shmem transparent huge pages (a huge page maps pages the fault
+# handler never filled); the VMM advises against them, and the log records what this kernel does.
+echo "lab shmem THP: $(cat /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null || echo unknown)"
 probe 1
 [ "$only" = dilated-only ] || bench "stream-$profile" 1 ""
 if [ "$dilation" = off ]; then exit "$status"; fi

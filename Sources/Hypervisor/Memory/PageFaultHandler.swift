@@ -64,7 +64,14 @@ public final class PageFaultHandler: @unchecked Sendable {
         pageSize = source.pageSize
         pageCount = source.pageCount
         let uffd = try Userfaultfd(pageSize: pageSize)
-        for region in memory.regions { try uffd.register(start: region.host, length: region.length) }
+        for region in memory.regions {
+            // No transparent huge pages under lazy memory: where shmem THP is enabled, the first
+            // UFFDIO_COPY into a 2 MiB range can allocate a huge page and KVM then maps all of it,
+            // so the guest reads 511 pages this handler never filled (zeros) without a fault. A
+            // host that ignores the advice (shmem_enabled=force) is not protected by it.
+            _ = madvise(region.host, region.length, MADV_NOHUGEPAGE)
+            try uffd.register(start: region.host, length: region.length)
+        }
         service = try Service(uffd: uffd, memory: memory, source: source, waitMode: waitMode, fetchThreads: fetchThreads,
                               revokeOnError: revokeOnError, onError: onError)
     }
@@ -195,7 +202,8 @@ public final class PageFaultHandler: @unchecked Sendable {
             let messageSize = MemoryLayout<uffd_msg>.size
             let messages = UnsafeMutablePointer<uffd_msg>.allocate(capacity: PageFaultHandler.batchSize)
             defer { messages.deallocate() }
-            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: uffd.pageSize, alignment: uffd.pageSize)
+            // Two pages: the faulting page's bytes, and its fault-around neighbours' one at a time.
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * uffd.pageSize, alignment: uffd.pageSize)
             defer { page.deallocate() }
             var descriptors = [pollfd(fd: uffd.fd, events: Int16(POLLIN), revents: 0), pollfd(fd: stopPipe[0], events: Int16(POLLIN), revents: 0)]
             while true {
@@ -257,7 +265,7 @@ public final class PageFaultHandler: @unchecked Sendable {
         }
 
         private func fetchLoop() {
-            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: uffd.pageSize, alignment: uffd.pageSize)
+            let page = UnsafeMutableRawBufferPointer.allocate(byteCount: 2 * uffd.pageSize, alignment: uffd.pageSize)
             defer { page.deallocate() }
             while true {
                 queueCondition.lock()
@@ -284,7 +292,8 @@ public final class PageFaultHandler: @unchecked Sendable {
         // MARK: installing pages
 
         /// Fetches page `page` (state `.fetching`, owned by this thread) and maps it.
-        /// `ahead`: installed by `populate`, not for a fault (the source reads it with `readPageAhead`).
+        /// `ahead`: installed by `populate` or fault-around, not for a fault (the source reads it with
+        /// `readPageAhead`). A fault's scratch holds two pages; the second is for its neighbours.
         private func install(_ page: Int, scratch: UnsafeMutableRawBufferPointer, ahead: Bool = false) {
             let address = mappingBase + UInt64(page * uffd.pageSize)
             do {
@@ -295,6 +304,11 @@ public final class PageFaultHandler: @unchecked Sendable {
                     throw error
                 } catch {
                     throw PageSourceError(page: page, problem: "\(error)")
+                }
+                // Neighbours first, while whoever faulted still waits for this page: pages are only
+                // ever mapped while the faulting thread is blocked, never under a running vCPU.
+                if !ahead, scratch.count >= 2 * uffd.pageSize {
+                    installFaultAround(page, scratch: UnsafeMutableRawBufferPointer(rebasing: scratch[uffd.pageSize...]))
                 }
                 let outcome: Userfaultfd.Install
                 do {
@@ -310,7 +324,6 @@ public final class PageFaultHandler: @unchecked Sendable {
                     shared.states[page] = .present
                     shared.presentCount += 1
                 }
-                if !ahead { installFaultAround(page, scratch: scratch) }
             } catch let error as PageSourceError {
                 let first = shared.withLock { shared -> Bool in
                     guard shared.failure == nil else { return false }
@@ -324,9 +337,9 @@ public final class PageFaultHandler: @unchecked Sendable {
             } catch {}
         }
 
-        /// After a fault's page is in (its vCPU already woken): the other pages the source delivered
-        /// with it, unless something else claimed them. They are not first touches (not logged); a
-        /// vCPU that touches one meanwhile waits for its COPY like any fault on a page being fetched.
+        /// Before a fault's page is mapped: the other pages the source delivered with it, unless
+        /// something else claimed them. They are not first touches (not logged); a thread that touches
+        /// one meanwhile waits for its COPY like any fault on a page being fetched.
         private func installFaultAround(_ page: Int, scratch: UnsafeMutableRawBufferPointer) {
             let around = source.faultAroundPages(of: page).clamped(to: 0..<source.pageCount)
             for neighbour in around where neighbour != page {

@@ -156,10 +156,10 @@ public struct StreamBenchmark: Sendable {
                                                 page_faults: report.memoryPageFaults, pages_installed: report.memoryPagesInstalled)
             progress?("mode \(mode.rawValue): ready at \(report.readySeconds.map { String(format: "%.2f s", $0) } ?? "never"), "
                       + "\(report.stallsAfterReady) stalls after ready, \(report.bytesReceived) bytes, \(report.stopReason)")
-            if report.readySeconds == nil {
+            if report.readySeconds == nil || outcome.reason != .powerOff(code: 0) {
                 // The console is the only record of why a guest died (a panic, a failed check).
-                let tail = outcome.console.split(separator: "\n", omittingEmptySubsequences: false).suffix(40).joined(separator: "\n")
-                progress?("mode \(mode.rawValue) never became ready; the last console lines:\n\(tail)")
+                let tail = outcome.console.split(separator: "\n", omittingEmptySubsequences: false).suffix(60).joined(separator: "\n")
+                progress?("mode \(mode.rawValue) did not end cleanly; the last console lines:\n\(tail)")
             }
             let offset = report.traceStartSeconds
             timelines.append(Timeline(mode: mode, samples: samples,
