@@ -128,6 +128,8 @@ public final class StreamBootSession: @unchecked Sendable {
         var disks: [any BlockBackend] = []
         var temporaryOverlay: String?
         let failure = FailureBox()
+        // Registered before the overlay exists: opening the image creates its files and may then fail.
+        defer { if let temporaryOverlay { CopyOnWriteOverlay.remove(at: temporaryOverlay) } }
         if manifest.artifact(.disk) != nil {
             var overlay = options.overlayPath ?? ""
             if options.overlayPath == nil {
@@ -145,9 +147,6 @@ public final class StreamBootSession: @unchecked Sendable {
         let installer = snapshot == nil || options.prefetch == .none || !options.installAhead ? nil
             : MemoryPageInstaller(pages: snapshot!.pages, traceInstalls: options.prefetch != .full)
         defer { installer?.stop() }
-        defer {
-            if let temporaryOverlay { CopyOnWriteOverlay.remove(at: temporaryOverlay) }
-        }
         let streamed = StreamedChunks(manifest: manifest, roles: Array(targets.keys).sorted { $0.rawValue < $1.rawValue })
         let local = Set(streamed.allFetchable.filter { targets[$0.role]?.isLocal(chunk: $0.index) == true })
         var schedulerConfiguration = options.scheduler ?? PrefetchScheduler<ContinuousClock>.Configuration(mode: options.prefetch)

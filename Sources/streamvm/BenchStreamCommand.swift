@@ -69,9 +69,9 @@ struct BenchStreamCommand: AsyncParsableCommand {
         var arguments: [String] = []
         if let think {
             guard think >= 0, think <= 3600 else { throw ValidationError("--think must be between 0 and 3600 seconds") }
-            arguments.append("streamvm.think=\(think)")
+            arguments.append(String(format: "streamvm.think=%.3f", think)) // plain decimals: the guest's shell checks them
         }
-        if dilation != 1 { arguments.append("streamvm.dilation=\(dilation)") }
+        if dilation != 1 { arguments.append(String(format: "streamvm.dilation=%.3f", dilation)) }
         benchmark.applianceArguments = try ApplianceArguments(arguments)
         benchmark.progress = { line in FileHandle.standardError.write(Data("bench stream: \(line)\n".utf8)) }
         // What the proxy really delivers where the benchmark runs (it may run on a slow CPU, e.g. the lab).

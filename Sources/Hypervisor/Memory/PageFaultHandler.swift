@@ -305,10 +305,14 @@ public final class PageFaultHandler: @unchecked Sendable {
                 } catch {
                     throw PageSourceError(page: page, problem: "\(error)")
                 }
-                // Neighbours first, while whoever faulted still waits for this page: pages are only
-                // ever mapped while the faulting thread is blocked, never under a running vCPU.
-                if !ahead, scratch.count >= 2 * uffd.pageSize {
+                // Neighbours first, while whoever faulted still waits for this page (a faulting vCPU
+                // does not run meanwhile; with one vCPU none does, unless a device thread faulted).
+                // Only after a data page: its read loaded and traced the chunk, while a zero page
+                // loads nothing and the neighbours would be fetched untraced, the fault waiting.
+                if !ahead, content == .data, scratch.count >= 2 * uffd.pageSize {
                     installFaultAround(page, scratch: UnsafeMutableRawBufferPointer(rebasing: scratch[uffd.pageSize...]))
+                    // A neighbour that failed stopped service: nothing more is mapped, this page neither.
+                    if shared.withLock({ $0.failure != nil }) { return }
                 }
                 let outcome: Userfaultfd.Install
                 do {

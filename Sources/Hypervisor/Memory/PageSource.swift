@@ -25,8 +25,8 @@ public protocol PageSource: AnyObject, Sendable {
     /// because it touched it: a source that traces first touches can tell the two apart.
     func readPageAhead(_ index: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> PageContent
     /// The pages that become available together with page `index` (the unit the source fetches,
-    /// e.g. one chunk), including `index`. On a fault the handler installs all of them, so the guest
-    /// takes one fault per unit instead of one per page; a fault costs far more than a copy (a vCPU
+    /// e.g. one chunk), including `index`. On a fault on a data page the handler installs all of
+    /// them (through `readPageAhead`), so the guest takes one fault per unit instead of one per page; a fault costs far more than a copy (a vCPU
     /// exit, a thread wake-up and a return, 3–6 ms under nested virtualization).
     func faultAroundPages(of index: Int) -> Range<Int>
 }

@@ -114,10 +114,33 @@ public struct StreamBenchmark: Sendable {
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
         // Its own threads: the VM runs of this benchmark must not starve the server (DedicatedThreadsExecutor).
-        _ = Task(executorPreference: DedicatedThreadsExecutor.shared) { try await server.run { continuation.yield($0) } }
-        defer { Task { await server.shutdown() } }
+        let serving = Task(executorPreference: DedicatedThreadsExecutor.shared) {
+            defer { continuation.finish() } // a server that fails to start ends the wait for its port
+            try await server.run { continuation.yield($0) }
+        }
+        // However the runs end, the server stops gracefully and is gone before `work` is deleted.
+        func stopServer() async {
+            await server.shutdown()
+            _ = try? await serving.value
+        }
         var iterator = ports.makeAsyncIterator()
-        guard let port = await iterator.next() else { throw ClientError.benchmark("the catalogue server did not start") }
+        guard let port = await iterator.next() else {
+            await stopServer()
+            throw ClientError.benchmark("the catalogue server did not start")
+        }
+        do {
+            let result = try await measure(name, catalog: catalog, key: key, tokenFile: tokenFile, work: work, port: port)
+            await stopServer()
+            return result
+        } catch {
+            await stopServer()
+            throw error
+        }
+    }
+
+    /// Training runs against the server on `port`, the model, then every mode through the shaping proxy.
+    private func measure(_ name: String, catalog: CatalogDirectory, key: SigningKey, tokenFile: String, work: String,
+                         port: Int) async throws -> (Report, [Timeline]) {
         let direct = try Origin("http://127.0.0.1:\(port)")
 
         // Training runs, unshaped, each uploading its trace; then learn.
@@ -158,7 +181,7 @@ public struct StreamBenchmark: Sendable {
                       + "\(report.stallsAfterReady) stalls after ready, \(report.bytesReceived) bytes, \(report.stopReason)")
             if report.readySeconds == nil || outcome.reason != .powerOff(code: 0) {
                 // The console is the only record of why a guest died (a panic, a failed check).
-                let tail = outcome.console.split(separator: "\n", omittingEmptySubsequences: false).suffix(60).joined(separator: "\n")
+                let tail = outcome.console.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).suffix(60).joined(separator: "\n")
                 progress?("mode \(mode.rawValue) did not end cleanly; the last console lines:\n\(tail)")
             }
             let offset = report.traceStartSeconds
