@@ -21,7 +21,7 @@ public struct MemorySnapshotAttachment: Sendable {
 
     /// Fetches and validates the state, checks it against the memory artifact, and prepares the pages.
     public static func open(manifest: Manifest, loader: ChunkLoader, traceSink: (any AccessTraceSink)?,
-                            readDeadlineSeconds: Double) async throws -> MemorySnapshotAttachment {
+                            readDeadlineSeconds: Double, faultAround: Bool = false) async throws -> MemorySnapshotAttachment {
         guard let stateArtifact = manifest.artifact(.state) else {
             throw StreamBootError.invalidSnapshot("the appliance has a memory snapshot but no vmstate.json (state artifact); republish the snapshot directory")
         }
@@ -38,7 +38,8 @@ public struct MemorySnapshotAttachment: Sendable {
             throw StreamBootError.invalidSnapshot("\(error)")
         }
         let memory = try await LazyImage.open(manifest: manifest, role: .memory, loader: loader)
-        let pages = try StreamedPageSource(image: memory, layout: state.memory, traceSink: traceSink, readDeadlineSeconds: readDeadlineSeconds)
+        let pages = try StreamedPageSource(image: memory, layout: state.memory, traceSink: traceSink, readDeadlineSeconds: readDeadlineSeconds,
+                                           faultAround: faultAround)
         return MemorySnapshotAttachment(state: state, memory: memory, pages: pages)
     }
 

@@ -30,6 +30,9 @@ public final class StreamBootSession: @unchecked Sendable {
         /// full). It cuts faults (4,206 → 626 per vtube run on the replay guest); off by default until
         /// its gain is measured where faults are dear (the lab), see docs/STREAMBOOT.md.
         public var installAhead = false
+        /// A memory fault maps its whole 64 KiB chunk (`StreamedPageSource.faultAround`): experimental,
+        /// off by default (lab resumes with it saw guest triple faults, cause not found).
+        public var faultAround = false
         public var scheduler: PrefetchScheduler<ContinuousClock>.Configuration?
         /// Parameters for the appliance, on the command line of a cold boot or the resume line.
         public var applianceArguments = ApplianceArguments.none
@@ -98,7 +101,7 @@ public final class StreamBootSession: @unchecked Sendable {
         // A memory snapshot: its state comes first (small, and it decides RAM size and vCPUs).
         let snapshot = manifest.artifact(.memory) == nil || options.cold ? nil
             : try await MemorySnapshotAttachment.open(manifest: manifest, loader: loader, traceSink: recorder,
-                                                      readDeadlineSeconds: options.readDeadlineSeconds)
+                                                      readDeadlineSeconds: options.readDeadlineSeconds, faultAround: options.faultAround)
         let memoryMiB = options.memoryMiB ?? snapshot.map { $0.state.memorySize >> 20 } ?? config.memoryMiB
         let vcpuCount = options.vcpus ?? snapshot?.state.vcpuCount ?? config.vcpus
         guard (2...ApplianceConfig.maximumMemoryMiB).contains(memoryMiB), (1...ApplianceConfig.maximumVCPUs).contains(vcpuCount) else {

@@ -36,6 +36,9 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @Flag(help: "Resumes install prefetched memory pages into guest RAM ahead of the guest (see boot --install-ahead).")
     var installAhead = false
 
+    @Flag(help: "Resumes map a faulting page's whole 64 KiB chunk (experimental; see boot --fault-around).")
+    var faultAround = false
+
     @Option(help: "Think time in seconds between the steps of the appliance's session (passed as streamvm.think; default: the appliance's own).")
     var think: Double?
 
@@ -64,6 +67,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         benchmark.timeoutSeconds = timeout
         benchmark.timerScale = dilation
         benchmark.installAhead = installAhead
+        benchmark.faultAround = faultAround
         // The guest's clock is not dilated (no TSC scaling in the lab): the appliance is told N so
         // that its timed pauses (think time) last N times longer, as they would under DieCast.
         var arguments: [String] = []

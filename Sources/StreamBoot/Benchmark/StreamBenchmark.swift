@@ -79,6 +79,8 @@ public struct StreamBenchmark: Sendable {
     public var timerScale = 1.0
     /// Resumed runs install prefetched memory ahead of the guest (`StreamBootSession.Options.installAhead`).
     public var installAhead = false
+    /// Resumes map a faulting page's whole chunk (`StreamBootSession.Options.faultAround`, experimental).
+    public var faultAround = false
     /// Passed to the appliance in every run, training and evaluated (e.g. its think time).
     public var applianceArguments = ApplianceArguments.none
     /// Told a line as each run starts and ends (the CLI prints them to stderr): a lab run takes many
@@ -217,6 +219,7 @@ public struct StreamBenchmark: Sendable {
         scheduler.maximumBuffering = scheduler.maximumBuffering * timerScale
         options.scheduler = scheduler
         options.installAhead = installAhead
+        options.faultAround = faultAround
         options.applianceArguments = applianceArguments
         let started = ContinuousClock.now
         let sampler = Task { () -> [(seconds: Double, bytes: Int)] in

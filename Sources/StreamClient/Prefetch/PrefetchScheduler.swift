@@ -210,7 +210,7 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
     /// Startup buffer (vTube): the guest reaches cluster k of the path `startSeconds` (guest time)
     /// after it starts, by which time the link delivers `rate × startSeconds` more, so the buffer
     /// must cover the largest shortfall `cumulativeBytes(k) − rate × start(k)`, plus one round trip
-    /// of data. After-ready clusters count unless `bufferAfterReady` is off: a session with pauses
+    /// of data; cumulative bytes are expected bytes (each cluster's bytes × its support). After-ready clusters count unless `bufferAfterReady` is off: a session with pauses
     /// (think time) lets them stream and adds little; one that reads faster than the link adds the
     /// shortfall it would otherwise spend stalled.
     private func startupTarget() -> Int {
@@ -224,7 +224,10 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
             var shortfall = 0.0
             for number in startupPath where countsForStartup(number) {
                 let cluster = model.clusters[number]
-                cumulative += cluster.bytes
+                // Expected bytes: a cluster only some training runs touched (run-specific pages, such
+                // as free memory the guest happened to allocate) is needed with that probability.
+                // It is still fetched in path order; the guest just does not wait for all of it.
+                cumulative += Int((Double(cluster.bytes) * cluster.support).rounded(.up))
                 shortfall = max(shortfall, Double(cumulative) - rate * cluster.startSeconds)
             }
             let withMargin = shortfall + rate * rttSeconds
