@@ -31,7 +31,7 @@ public final class StreamBootSession: @unchecked Sendable {
         /// its gain is measured where faults are dear (the lab), see docs/STREAMBOOT.md.
         public var installAhead = false
         /// A memory fault maps its whole 64 KiB chunk (`StreamedPageSource.faultAround`): experimental,
-        /// off by default (lab resumes with it saw guest triple faults, cause not found).
+        /// off by default while the guest triple faults of streamed lab resumes are unexplained.
         public var faultAround = false
         public var scheduler: PrefetchScheduler<ContinuousClock>.Configuration?
         /// Parameters for the appliance, on the command line of a cold boot or the resume line.

@@ -57,7 +57,7 @@ struct BootCommand: AsyncParsableCommand {
     @Flag(help: "When resuming, install prefetched memory pages into guest RAM before the guest touches them (fewer userfaultfd faults; off by default, see docs/STREAMBOOT.md).")
     var installAhead = false
 
-    @Flag(help: "When resuming, a memory fault maps its whole 64 KiB chunk (ten times fewer faults; experimental: lab resumes with it saw guest triple faults, cause not found).")
+    @Flag(help: "When resuming, a memory fault maps its whole 64 KiB chunk (ten times fewer faults; experimental, see docs/STREAMBOOT.md).")
     var faultAround = false
 
     @Option(name: .customLong("appliance-arg"),
