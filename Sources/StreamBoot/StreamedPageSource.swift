@@ -95,8 +95,8 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
 
     /// With `faultAround`, a fault loads the page's whole chunk and the handler installs all of its
     /// pages at once (a tenth of the faults in the lab). Off by default while the silent guest
-    /// triple faults seen in streamed lab resumes are unexplained: first seen with it (4 in about 45
-    /// resumes), then once without it (1 in 5); see docs/STREAMBOOT.md.
+    /// triple faults seen in streamed lab resumes are unexplained: first seen with it, then as often
+    /// without it; see docs/STREAMBOOT.md.
     public func faultAroundPages(of index: Int) -> Range<Int> {
         guard faultAround, index >= 0, index < pageCount else { return index..<(index + 1) }
         return pages(ofChunk: index * pageSize / image.chunkSize)
