@@ -60,6 +60,15 @@ nonisolated(unsafe) var keptAlive: [AnyObject] = []
 struct PageFaultHandlerTests {
     static let pages = 64
 
+    /// Reads `pages` of guest memory in that order (each read may fault) and checks them against `image`.
+    static func expectPages(_ pages: [Int], of memory: GuestMemory, toBe image: [UInt8]) throws {
+        let size = GuestMemory.pageSize
+        for page in pages {
+            let bytes = try memory.read(at: UInt64(page * size), length: size)
+            #expect(bytes[...] == image[(page * size)..<((page + 1) * size)], "page \(page)")
+        }
+    }
+
     @Test func everyPageReadThroughTheHandlerHasTheSourceBytesAndIsLoggedOnce() throws {
         let image = patternedMemoryImage(pages: Self.pages)
         let memory = try GuestMemory(size: image.count)
@@ -70,10 +79,7 @@ struct PageFaultHandlerTests {
         // Touch in a scrambled order, twice: the second pass must not fault again.
         let order = (0..<Self.pages).map { ($0 * 37) % Self.pages }
         for _ in 0..<2 {
-            for page in order {
-                let bytes = try memory.read(at: UInt64(page * GuestMemory.pageSize), length: GuestMemory.pageSize)
-                #expect(bytes[...] == image[(page * GuestMemory.pageSize)..<((page + 1) * GuestMemory.pageSize)], "page \(page)")
-            }
+            try Self.expectPages(order, of: memory, toBe: image)
         }
         let log = handler.faultLog
         #expect(log.map(\.page) == order)
@@ -151,10 +157,7 @@ struct PageFaultHandlerTests {
         handler.start()
         defer { handler.stop() }
         let order = (0..<Self.pages).map { ($0 * 37) % Self.pages }
-        for page in order {
-            let bytes = try memory.read(at: UInt64(page * GuestMemory.pageSize), length: GuestMemory.pageSize)
-            #expect(bytes[...] == image[(page * GuestMemory.pageSize)..<((page + 1) * GuestMemory.pageSize)], "page \(page)")
-        }
+        try Self.expectPages(order, of: memory, toBe: image)
         // A fault on a data page brings its whole unit; a zero page (every third) brings only itself.
         var present = Set<Int>()
         var expectedFaults: [Int] = []

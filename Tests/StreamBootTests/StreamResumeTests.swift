@@ -28,6 +28,18 @@ struct StreamResumeTests {
         try StreamBootFixture(name: "resume", commandLine: "mode=snapshot mib=8", sectors: 64, chunkKiB: 64, snapshot: true)
     }
 
+    /// The snapshot published consistently signed, but with memory.img changed after the snapshot:
+    /// every chunk verifies, yet page 2049 (chunk 128, the region's first) no longer matches its
+    /// digest in vmstate.json.
+    static func fixtureWithPage2049Changed() throws -> StreamBootFixture {
+        try StreamBootFixture(name: "resume", commandLine: "mode=snapshot mib=8", sectors: 64, chunkKiB: 64, snapshot: true) { appliance in
+            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: appliance + "/memory.img"))
+            try handle.seek(toOffset: UInt64(2049 * 4096 + 8))
+            try handle.write(contentsOf: Data([0xff]))
+            try handle.close()
+        }
+    }
+
     func boot(_ fixture: StreamBootFixture, mode: PrefetchMode, cache: String,
               configure: (inout StreamBootSession.Options) -> Void = { _ in }) async throws -> StreamBootSession.Outcome {
         let loader = try fixture.loader(cache: cache, retry: RetryPolicy(attemptsPerOrigin: 2, backoffSeconds: [0.05]))
@@ -138,16 +150,9 @@ struct StreamResumeTests {
     }
 
     @Test func aMemoryImageThatDoesNotMatchItsStateIsRefusedPageByPage() async throws {
-        // Published consistently signed, but memory.img was changed after the snapshot: every chunk
-        // verifies, yet page 2049 (chunk 128, the region's first) no longer matches its digest in
-        // vmstate.json. (The region's first chunk: no readahead is in flight when the VM stops, which
-        // keeps this test clear of the server crash noted at the top of this file.)
-        let fixture = try StreamBootFixture(name: "resume", commandLine: "mode=snapshot mib=8", sectors: 64, chunkKiB: 64, snapshot: true) { appliance in
-            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: appliance + "/memory.img"))
-            try handle.seek(toOffset: UInt64(2049 * 4096 + 8))
-            try handle.write(contentsOf: Data([0xff]))
-            try handle.close()
-        }
+        // Page 2049 no longer matches vmstate.json. It is in the region's first chunk, so no readahead
+        // is in flight when the VM stops.
+        let fixture = try Self.fixtureWithPage2049Changed()
         try await fixture.startServer()
         let outcome = try await boot(fixture, mode: .none, cache: "cache")
         guard case .failure(let message) = outcome.reason else {
@@ -194,12 +199,7 @@ struct StreamResumeTests {
         // them before the start; page 2049 no longer matches vmstate.json, so the install refuses it
         // and the guest never runs. (A chunk failing its SHA-256 never becomes local, so it is never
         // installed; aCorruptedMemoryChunkFromTheServer… covers its demand path.)
-        let fixture = try StreamBootFixture(name: "resume", commandLine: "mode=snapshot mib=8", sectors: 64, chunkKiB: 64, snapshot: true) { appliance in
-            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: appliance + "/memory.img"))
-            try handle.seek(toOffset: UInt64(2049 * 4096 + 8))
-            try handle.write(contentsOf: Data([0xff]))
-            try handle.close()
-        }
+        let fixture = try Self.fixtureWithPage2049Changed()
         try await fixture.startServer()
         do {
             let outcome = try await boot(fixture, mode: .full, cache: "cache") { $0.installAhead = true }
