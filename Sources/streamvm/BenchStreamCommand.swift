@@ -27,6 +27,12 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @Flag(help: "One training run instead of three.")
     var quick = false
 
+    @Option(help: "Training runs before the evaluated ones (0–10; overrides --quick). Without any, workingset and vtube have no model and fall back to on-demand.")
+    var trainingRuns: Int?
+
+    @Option(help: "Modes to evaluate, comma-separated, in this order (default: full,none,workingset,vtube). Without none, the oracle counts only what must be whole before the start (a lower bound).")
+    var modes = "full,none,workingset,vtube"
+
     @Option(help: "Where the figures come from, e.g. 'testguest replay on the PVM dev host'.")
     var source = "unspecified"
 
@@ -62,7 +68,13 @@ struct BenchStreamCommand: AsyncParsableCommand {
         var logger = Logger(label: "streamvm.bench.stream")
         logger.logLevel = .warning
         var benchmark = StreamBenchmark(applianceDirectory: appliance, profile: chosen, logger: logger)
-        benchmark.trainingRuns = quick ? 1 : 3
+        benchmark.trainingRuns = trainingRuns ?? (quick ? 1 : 3)
+        guard (0...10).contains(benchmark.trainingRuns) else { throw ValidationError("--training-runs must be between 0 and 10") }
+        do {
+            benchmark.modes = try StreamBenchmark.modes(from: modes)
+        } catch {
+            throw ValidationError("--modes: \(error)")
+        }
         benchmark.source = source
         benchmark.timeoutSeconds = timeout
         benchmark.timerScale = dilation

@@ -94,6 +94,20 @@ public struct StreamBenchmark: Sendable {
         self.logger = logger
     }
 
+    /// The modes named in `list` ("none,vtube"), in that order: each known, each once, at least one.
+    /// A subset is for looking at one mode (a lab crash, say) without the hour a full run takes.
+    public static func modes(from list: String) throws -> [PrefetchMode] {
+        let names = list.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let modes = try names.map { name in
+            guard let mode = PrefetchMode(rawValue: name) else {
+                throw ClientError.benchmark("unknown mode '\(name)' (modes: \(PrefetchMode.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            return mode
+        }
+        guard Set(modes).count == modes.count else { throw ClientError.benchmark("each mode may be named once: \(list)") }
+        return modes
+    }
+
     public func run() async throws -> (Report, [Timeline]) {
         var template = Array("/tmp/streamvm-benchstream-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw ClientError.io(path: "/tmp", errno: errno) }
