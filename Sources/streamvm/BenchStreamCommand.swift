@@ -109,7 +109,8 @@ struct BenchStreamCommand: AsyncParsableCommand {
             print("| \(mode) | \(result.ttr_s.map { String(format: "%.2f", $0) } ?? "—") | \(result.stall_count) | "
                   + String(format: "%.2f | %.2f |", result.stall_s, Double(result.bytes) / 1e6))
         }
-        print(String(format: "\noracle TTR %.2f s (%@)", report.oracle_ttr_s, report.source))
+        print(String(format: "\noracle TTR %.2f s (%@)", report.oracle_ttr_s, report.source)
+              + (report.oracle_basis == "start-only" ? " — a lower bound only: no none run reached READY" : ""))
         print(String(format: "link measured %.2f Mbit/s, RTT %.1f ms (nominal %.2f Mbit/s, %.1f ms); dilation %.2f",
                      link.measuredRateMbit, link.measuredRTTms, link.nominalRateMbit, link.nominalRTTms, dilation))
     }

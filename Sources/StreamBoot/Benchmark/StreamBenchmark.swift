@@ -46,6 +46,10 @@ public struct StreamBenchmark: Sendable {
         public var resumed: Bool
         public var profile: String
         public var oracle_ttr_s: Double
+        /// What the oracle counts: "none-run" (the chunks the `none` run needed before READY, the
+        /// issue's bound) or "start-only" (no `none` run reached READY — it was not evaluated, or it
+        /// crashed — so only what must be whole before the start: a lower bound, not comparable).
+        public var oracle_basis: String? = nil
         public var modes: [String: ModeResult]
         public var training_runs: Int
         public var source: String
@@ -209,8 +213,9 @@ public struct StreamBenchmark: Sendable {
             }
         }
         let needed = try neededBeforeReady ?? Self.bootBytes(catalog: catalog, appliance: name)
+        let basis = neededBeforeReady == nil ? "start-only" : "none-run"
         let oracle = profile.rttMs / 1000 + Double(needed) / profile.rateBytesPerSecond
-        return (Report(appliance: name, resumed: resumed, profile: profile.name, oracle_ttr_s: oracle, modes: results, training_runs: trainingRuns,
+        return (Report(appliance: name, resumed: resumed, profile: profile.name, oracle_ttr_s: oracle, oracle_basis: basis, modes: results, training_runs: trainingRuns,
                        source: source, training_ttr_s: trainingReady, appliance_arguments: applianceArguments.arguments),
                 timelines)
     }
