@@ -5,7 +5,7 @@
 # where N is how many times slower the lab runs a fixed CPU-bound job (cpu-probe.sh) than the host
 # did, so a guest whose CPU is N times slower sees the link the profile means relative to its CPU.
 # Writes to /lab/out: stream-<profile>.{json,svg,log}, stream-<profile>-dilated.{json,svg,log},
-# cpu-probe-lab-{1,2}.txt, dilation.txt.
+# cpu-probe-lab-{1,2}.txt, dilation.txt, kvm-shutdown-trace.txt (KVM shutdown exits, see below).
 #
 # Usage: stream-bench.sh <appliance dir> <profile> <host CPU seconds of cpu-probe> <auto|off|N>
 #                        <seconds per boot> <training runs: 1 or 3> <source label> [dilated-only]
@@ -26,6 +26,25 @@ install_ahead=
 think_option=
 [ -n "$think" ] && think_option="--think $think"
 status=0
+
+# Guest triple faults (issue #6) leave no trace on the console, and KVM resets the vCPU on the
+# shutdown exit. So the lab's ftrace records just the shutdown exits (SVM exit 0x7f: the guest RIP
+# before the reset) and injected exceptions other than #PF; too rare to change the run's timing
+# (tracing every exit slows each one). Saved to kvm-shutdown-trace.txt, printed at the end when not empty.
+trace=/sys/kernel/tracing
+if mount -t tracefs nodev "$trace" 2>/dev/null || [ -d "$trace/events/kvm" ]; then
+    echo 'exit_reason == 127' >"$trace/events/kvm/kvm_exit/filter" && echo 1 >"$trace/events/kvm/kvm_exit/enable" &&
+        echo 'exception != 14' >"$trace/events/kvm/kvm_inj_exception/filter" && echo 1 >"$trace/events/kvm/kvm_inj_exception/enable" &&
+        echo 1 >"$trace/tracing_on" || echo "stream-bench: KVM shutdown tracing unavailable"
+fi
+save_trace() {
+    [ -r "$trace/trace" ] || return 0
+    grep -v '^#' "$trace/trace" >"$out/kvm-shutdown-trace.txt" 2>/dev/null
+    if [ -s "$out/kvm-shutdown-trace.txt" ]; then
+        echo "STREAM-BENCH kvm trace (shutdown exits, injected exceptions):"
+        tail -n 40 "$out/kvm-shutdown-trace.txt"
+    fi
+}
 
 # One bench stream run; its table and JSON also go to the console (the results survive a lost copy).
 bench() { # <name> <dilation> <label>
@@ -52,7 +71,7 @@ field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" "$1"; }
 echo "lab shmem THP: $(cat /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null || echo unknown)"
 probe 1
 [ "$only" = dilated-only ] || bench "stream-$profile" 1 ""
-if [ "$dilation" = off ]; then exit "$status"; fi
+if [ "$dilation" = off ]; then save_trace; exit "$status"; fi
 probe 2
 if [ "$dilation" = auto ]; then
     # N = the lab's median wall seconds (mean of the two probes, one each side of the undilated run)
@@ -63,4 +82,5 @@ if [ "$dilation" = auto ]; then
 fi
 echo "dilation=$dilation host_cpu_median_s=$host_cpu" | tee "$out/dilation.txt"
 bench "stream-$profile-dilated" "$dilation" ", time-dilated by N=$dilation (rate / N, RTT x N)"
+save_trace
 exit "$status"
