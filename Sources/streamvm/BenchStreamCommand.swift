@@ -110,7 +110,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
                   + String(format: "%.2f | %.2f |", result.stall_s, Double(result.bytes) / 1e6))
         }
         print(String(format: "\noracle TTR %.2f s (%@)", report.oracle_ttr_s, report.source)
-              + (report.oracle_basis == "start-only" ? " — a lower bound only: no none run reached READY" : ""))
+              + (report.oracle_basis == .startOnly ? " — a lower bound only: no none run reached READY" : ""))
         print(String(format: "link measured %.2f Mbit/s, RTT %.1f ms (nominal %.2f Mbit/s, %.1f ms); dilation %.2f",
                      link.measuredRateMbit, link.measuredRTTms, link.nominalRateMbit, link.nominalRTTms, dilation))
     }

@@ -39,6 +39,15 @@ public struct StreamBenchmark: Sendable {
         public var pages_installed: Int? = nil
     }
 
+    /// What `oracle_ttr_s` counts.
+    public enum OracleBasis: String, Sendable, Codable {
+        /// The chunks the `none` run needed before READY: the issue's bound.
+        case noneRun = "none-run"
+        /// No `none` run reached READY (not evaluated, or it crashed): only what must be whole before
+        /// the start, a lower bound that is not comparable with the issue's oracle.
+        case startOnly = "start-only"
+    }
+
     /// The JSON shape the issue names, plus where the figures come from.
     public struct Report: Sendable, Codable {
         public var appliance: String
@@ -46,10 +55,8 @@ public struct StreamBenchmark: Sendable {
         public var resumed: Bool
         public var profile: String
         public var oracle_ttr_s: Double
-        /// What the oracle counts: "none-run" (the chunks the `none` run needed before READY, the
-        /// issue's bound) or "start-only" (no `none` run reached READY — it was not evaluated, or it
-        /// crashed — so only what must be whole before the start: a lower bound, not comparable).
-        public var oracle_basis: String? = nil
+        /// What the oracle counts (absent in reports from before it was recorded).
+        public var oracle_basis: OracleBasis? = nil
         public var modes: [String: ModeResult]
         public var training_runs: Int
         public var source: String
@@ -213,7 +220,7 @@ public struct StreamBenchmark: Sendable {
             }
         }
         let needed = try neededBeforeReady ?? Self.bootBytes(catalog: catalog, appliance: name)
-        let basis = neededBeforeReady == nil ? "start-only" : "none-run"
+        let basis: OracleBasis = neededBeforeReady == nil ? .startOnly : .noneRun
         let oracle = profile.rttMs / 1000 + Double(needed) / profile.rateBytesPerSecond
         return (Report(appliance: name, resumed: resumed, profile: profile.name, oracle_ttr_s: oracle, oracle_basis: basis, modes: results, training_runs: trainingRuns,
                        source: source, training_ttr_s: trainingReady, appliance_arguments: applianceArguments.arguments),
