@@ -98,6 +98,13 @@ public final class StreamBootSession: @unchecked Sendable {
         let config = manifest.config
         let recorder = TraceRecorder()
         let traceStartSeconds = (ContinuousClock.now - started).inSeconds
+        // The model comes while the snapshot state (or kernel and initrd) does: on a WAN each
+        // dependent fetch costs a round trip before the guest can start.
+        let wantsModel = options.prefetch != .none && options.prefetch != .full
+        async let loadedModel = wantsModel
+            ? ModelSource.load(client: client, index: catalog.index, appliance: resolved.name, manifest: manifest,
+                               manifestDigest: resolved.entry.manifest, logger: logger)
+            : nil
         // A memory snapshot: its state comes first (small, and it decides RAM size and vCPUs).
         let snapshot = manifest.artifact(.memory) == nil || options.cold ? nil
             : try await MemorySnapshotAttachment.open(manifest: manifest, loader: loader, traceSink: recorder,
@@ -107,9 +114,6 @@ public final class StreamBootSession: @unchecked Sendable {
         guard (2...ApplianceConfig.maximumMemoryMiB).contains(memoryMiB), (1...ApplianceConfig.maximumVCPUs).contains(vcpuCount) else {
             throw StreamBootError.invalidResources("memory \(memoryMiB) MiB / \(vcpuCount) vCPUs is outside what a VM can have")
         }
-        let model = options.prefetch == .none || options.prefetch == .full ? nil
-            : await ModelSource.load(client: client, index: catalog.index, appliance: resolved.name, manifest: manifest,
-                                     manifestDigest: resolved.entry.manifest, logger: logger)
 
         // The boot loader needs kernel and initrd whole: fetch them first, at demand priority. A
         // resume needs neither.
@@ -150,6 +154,7 @@ public final class StreamBootSession: @unchecked Sendable {
         let installer = snapshot == nil || options.prefetch == .none || !options.installAhead ? nil
             : MemoryPageInstaller(pages: snapshot!.pages, traceInstalls: options.prefetch != .full)
         defer { installer?.stop() }
+        let model = await loadedModel
         let streamed = StreamedChunks(manifest: manifest, roles: Array(targets.keys).sorted { $0.rawValue < $1.rawValue })
         let local = Set(streamed.allFetchable.filter { targets[$0.role]?.isLocal(chunk: $0.index) == true })
         var schedulerConfiguration = options.scheduler ?? PrefetchScheduler<ContinuousClock>.Configuration(mode: options.prefetch)

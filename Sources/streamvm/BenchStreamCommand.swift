@@ -45,6 +45,9 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @Flag(help: "Resumes map a faulting page's whole 64 KiB chunk (experimental; see boot --fault-around).")
     var faultAround = false
 
+    @Option(help: "What vtube buffers before the guest starts: path (the whole predicted path) or ready (only what comes before ready).")
+    var startupBuffer = StartupBuffer.path.rawValue
+
     @Option(help: "Think time in seconds between the steps of the appliance's session (passed as streamvm.think; default: the appliance's own).")
     var think: Double?
 
@@ -80,6 +83,10 @@ struct BenchStreamCommand: AsyncParsableCommand {
         benchmark.timerScale = dilation
         benchmark.installAhead = installAhead
         benchmark.faultAround = faultAround
+        guard let buffer = StartupBuffer(rawValue: startupBuffer) else {
+            throw ValidationError("--startup-buffer must be one of \(StartupBuffer.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        benchmark.startupBuffer = buffer
         // The guest's clock is not dilated (no TSC scaling in the lab): the appliance is told N so
         // that its timed pauses (think time) last N times longer, as they would under DieCast.
         var arguments: [String] = []

@@ -60,6 +60,9 @@ struct BootCommand: AsyncParsableCommand {
     @Flag(help: "When resuming, a memory fault maps its whole 64 KiB chunk (ten times fewer faults; experimental, see docs/STREAMBOOT.md).")
     var faultAround = false
 
+    @Option(help: "What vtube buffers before the guest starts: path (the whole predicted path: no stalls expected after the start) or ready (only what comes before ready: the soonest ready; the session may stall).")
+    var startupBuffer = StartupBuffer.path.rawValue
+
     @Option(name: .customLong("appliance-arg"),
             help: "key=value for the appliance (repeatable): appended to a cold boot's kernel command line or to a resumed guest's STREAMVM-RESUMED line, e.g. streamvm.think=3 for the Linux appliance's think time.")
     var applianceArguments: [String] = []
@@ -72,6 +75,9 @@ struct BootCommand: AsyncParsableCommand {
         }
         if uploadTrace, tokenFile == nil { throw ValidationError("--upload-trace needs --token-file") }
         guard readDeadline > 0 else { throw ValidationError("--read-deadline must be positive") }
+        guard StartupBuffer(rawValue: startupBuffer) != nil else {
+            throw ValidationError("--startup-buffer must be one of \(StartupBuffer.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
     }
 
     func run() async throws {
@@ -92,6 +98,9 @@ struct BootCommand: AsyncParsableCommand {
         options.cold = cold
         options.installAhead = installAhead
         options.faultAround = faultAround
+        var scheduler = PrefetchScheduler<ContinuousClock>.Configuration(mode: options.prefetch)
+        scheduler.startupBuffer = StartupBuffer(rawValue: startupBuffer)!
+        options.scheduler = scheduler
         options.applianceArguments = try ApplianceArguments(applianceArguments)
         options.consoleOutput = { ConsoleOutput.write($0) }
         let session = StreamBootSession(loader: loader, options: options, logger: logger)

@@ -157,7 +157,7 @@ import Testing
         var model = Self.model()
         model.clusters[1].afterReady = true
         let clock = ManualClock()
-        var scheduler = Self.scheduler(.vtube, model: model, clock: clock) { $0.bufferAfterReady = false }
+        var scheduler = Self.scheduler(.vtube, model: model, clock: clock) { $0.startupBuffer = .ready }
         var actions = scheduler.start() + scheduler.tick(bandwidthBytesPerSecond: 1000, rttSeconds: 0.02)
         // A very slow link: without the mark nearly boot + A would be buffered (see above); with it,
         // boot only (the target is capped at the bytes the buffer can hold).

@@ -29,6 +29,9 @@ case $mode in
     *) echo "appliance-boot: mode must be streamvm, acpi or cmdline"; exit 2 ;;
 esac
 [ -c /dev/kvm ] || { echo "appliance-boot: no /dev/kvm"; exit 1; }
+# A triple fault's guest RIP (issue #6) goes to <json>-kvm-trace.txt and the console.
+. "$(dirname "$0")/kvm-shutdown-trace.sh"
+kvm_trace_start
 
 # Our VMM takes the command line from appliance.json: for extra arguments, boot a copy of the
 # appliance (symbolic links to its files) whose appliance.json has them appended.
@@ -117,6 +120,7 @@ while [ "$i" -le "$runs" ]; do
 done
 [ "$target" != "$appliance" ] && rm -rf "$target"
 
+kvm_trace_save "${json%.json}-kvm-trace.txt"
 cat >"$json" <<JSON
 {"peer":"$peer","appliance":"$(field name)","mode":"$mode","extra_kernel_args":"$extra_args","memoryMiB":$memory,"vcpus":$vcpus,"runs":[$entries]}
 JSON

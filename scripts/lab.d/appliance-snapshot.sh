@@ -19,11 +19,14 @@ appliance=$1 out=$2 resumes=$3 bench_restores=$4 copy=$5 timeout=${6:-900}
 command -v streamvm >/dev/null || { echo "appliance-snapshot: no streamvm binary (scripts/lab --bin)"; exit 2; }
 [ -c /dev/kvm ] || { echo "appliance-snapshot: no /dev/kvm"; exit 1; }
 mkdir -p "$out"
+# A triple fault's guest RIP (issue #6) goes to <out dir>/kvm-shutdown-trace.txt and the console.
+. "$(dirname "$0")/kvm-shutdown-trace.sh"
+kvm_trace_start
 
 uptime_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}"; }   # centiseconds
 seconds() { printf '%d.%02d' $(($1 / 100)) $(($1 % 100)); }
 marker=$(sed -n 's/.*"readyMarker": *"\([^"]*\)".*/\1/p' "$appliance/appliance.json")
-failed() { echo "APPLIANCE-SNAPSHOT FAILED: $*"; exit 1; }
+failed() { echo "APPLIANCE-SNAPSHOT FAILED: $*"; kvm_trace_save "$out/kvm-shutdown-trace.txt"; exit 1; }
 # Shows a log on the lab console, indented.
 show() { sed 's/^/    | /' "$1"; }
 
@@ -85,4 +88,5 @@ if [ "$copy" = 1 ]; then
     cp "$appliance/memory.img" "$appliance/vmstate.json" "$out/" || failed "copying the snapshot to $out"
     [ "$disk_changed" = 1 ] && cp "$appliance/disk.img" "$out/disk.img"
 fi
+kvm_trace_save "$out/kvm-shutdown-trace.txt"
 echo "APPLIANCE-SNAPSHOT passed"

@@ -27,24 +27,10 @@ think_option=
 [ -n "$think" ] && think_option="--think $think"
 status=0
 
-# Guest triple faults (issue #6) leave no trace on the console, and KVM resets the vCPU on the
-# shutdown exit. So the lab's ftrace records just the shutdown exits (SVM exit 0x7f: the guest RIP
-# before the reset) and injected exceptions other than #PF; too rare to change the run's timing
-# (tracing every exit slows each one). Saved to kvm-shutdown-trace.txt, printed at the end when not empty.
-trace=/sys/kernel/tracing
-if mount -t tracefs nodev "$trace" 2>/dev/null || [ -d "$trace/events/kvm" ]; then
-    echo 'exit_reason == 127' >"$trace/events/kvm/kvm_exit/filter" && echo 1 >"$trace/events/kvm/kvm_exit/enable" &&
-        echo 'exception != 14' >"$trace/events/kvm/kvm_inj_exception/filter" && echo 1 >"$trace/events/kvm/kvm_inj_exception/enable" &&
-        echo 1 >"$trace/tracing_on" || echo "stream-bench: KVM shutdown tracing unavailable"
-fi
-save_trace() {
-    [ -r "$trace/trace" ] || return 0
-    grep -v '^#' "$trace/trace" >"$out/kvm-shutdown-trace.txt" 2>/dev/null
-    if [ -s "$out/kvm-shutdown-trace.txt" ]; then
-        echo "STREAM-BENCH kvm trace (shutdown exits, injected exceptions):"
-        tail -n 40 "$out/kvm-shutdown-trace.txt"
-    fi
-}
+# Guest triple faults (issue #6): the guest RIP of any shutdown exit goes to kvm-shutdown-trace.txt.
+. "$(dirname "$0")/kvm-shutdown-trace.sh"
+kvm_trace_start
+save_trace() { kvm_trace_save "$out/kvm-shutdown-trace.txt"; }
 
 # One bench stream run; its table and JSON also go to the console (the results survive a lost copy).
 bench() { # <name> <dilation> <label>

@@ -92,6 +92,8 @@ public struct StreamBenchmark: Sendable {
     public var installAhead = false
     /// Resumes map a faulting page's whole chunk (`StreamBootSession.Options.faultAround`, experimental).
     public var faultAround = false
+    /// What vtube's startup buffer covers in the evaluated runs.
+    public var startupBuffer = StartupBuffer.path
     /// Passed to the appliance in every run, training and evaluated (e.g. its think time).
     public var applianceArguments = ApplianceArguments.none
     /// Told a line as each run starts and ends (the CLI prints them to stderr): a lab run takes many
@@ -243,6 +245,7 @@ public struct StreamBenchmark: Sendable {
         options.readDeadlineSeconds *= timerScale
         var scheduler = PrefetchScheduler<ContinuousClock>.Configuration(mode: mode)
         scheduler.maximumBuffering = scheduler.maximumBuffering * timerScale
+        scheduler.startupBuffer = startupBuffer
         options.scheduler = scheduler
         options.installAhead = installAhead
         options.faultAround = faultAround

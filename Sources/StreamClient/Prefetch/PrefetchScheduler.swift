@@ -7,7 +7,7 @@ import Catalog
 /// - Start: `none` starts at once; `full` and `workingset` (REAP) after the whole image or recorded
 ///   working set is local; `vtube` after just enough of the predicted path is buffered that the rest
 ///   can stream in before the guest needs it at the measured bandwidth (vTube §4.3), over the whole
-///   predicted path (`bufferAfterReady` off: only the clusters before ready).
+///   predicted path (`StartupBuffer.ready`: only the clusters before ready).
 /// - Running: chunks are issued in plan order while the bytes outstanding stay under a few
 ///   bandwidth-delay products, which keeps the link full without burying the next demand miss
 ///   (the fetcher always starts demand requests first). Entering a model cluster makes its rest and
@@ -39,11 +39,8 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
         public var lookaheadBytes = 8 << 20
         /// The guest starts after this long even if buffering is not done (a slow link must not hang boot).
         public var maximumBuffering: Duration = .seconds(120)
-        /// vtube sizes its startup buffer for the whole predicted path, after-ready clusters included
-        /// (vTube's rule: the run after the start streams without stalls). False sizes it only for
-        /// the clusters before ready: the shortest time to ready, and the session after it stalls
-        /// wherever it needs data faster than the link brings it.
-        public var bufferAfterReady = true
+        /// What vtube's startup buffer is sized for (`StartupBuffer`).
+        public var startupBuffer = StartupBuffer.path
 
         public init(mode: PrefetchMode) { self.mode = mode }
     }
@@ -202,15 +199,15 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
     }
 
     /// Whether path cluster `number` counts for the startup buffer (after-ready clusters only with
-    /// `bufferAfterReady`).
+    /// `StartupBuffer.path`).
     private func countsForStartup(_ number: Int) -> Bool {
-        configuration.bufferAfterReady || !(model?.clusters[number].afterReady ?? false)
+        configuration.startupBuffer == .path || !(model?.clusters[number].afterReady ?? false)
     }
 
     /// Startup buffer (vTube): the guest reaches cluster k of the path `startSeconds` (guest time)
     /// after it starts, by which time the link delivers `rate × startSeconds` more, so the buffer
     /// must cover the largest shortfall `cumulativeBytes(k) − rate × start(k)`, plus one round trip
-    /// of data; cumulative bytes are expected bytes (each cluster's bytes × its support). After-ready clusters count unless `bufferAfterReady` is off: a session with pauses
+    /// of data; cumulative bytes are expected bytes (each cluster's bytes × its support). After-ready clusters count with `StartupBuffer.path`: a session with pauses
     /// (think time) lets them stream and adds little; one that reads faster than the link adds the
     /// shortfall it would otherwise spend stalled.
     private func startupTarget() -> Int {
