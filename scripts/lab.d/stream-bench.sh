@@ -9,12 +9,12 @@
 #
 # Usage: stream-bench.sh <appliance dir> <profile> <host CPU seconds of cpu-probe> <auto|off|N>
 #                        <seconds per boot> <training runs: 1 or 3> <source label> [dilated-only]
-#                        [install-ahead] [think seconds]
+#                        [install-ahead] [think seconds] [more bench stream arguments]
 # dilated-only (with a numeric dilation): skip the undilated run; install-ahead: pass
 # --install-ahead to bench stream (resumes install prefetched memory ahead of the guest); think
 # seconds: bench stream --think (the appliance session's think time; empty: the appliance's own).
 set -u
-appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7 only=${8:-} ahead=${9:-} think=${10:-}
+appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7 only=${8:-} ahead=${9:-} think=${10:-} bench_args=${11:-}
 out=/lab/out
 mkdir -p "$out"
 # Server, proxy and client talk over 127.0.0.1: the lab's init leaves the loopback interface down.
@@ -35,7 +35,7 @@ save_trace() { kvm_trace_save "$out/kvm-shutdown-trace.txt"; }
 # One bench stream run; its table and JSON also go to the console (the results survive a lost copy).
 bench() { # <name> <dilation> <label>
     echo "STREAM-BENCH start $1 (dilation $2) at uptime $(cut -d' ' -f1 /proc/uptime)"
-    streamvm bench stream --appliance "$appliance" --profile "$profile" $quick $install_ahead $think_option --dilation "$2" \
+    streamvm bench stream --appliance "$appliance" --profile "$profile" $quick $install_ahead $think_option $bench_args --dilation "$2" \
         --timeout "$boot_timeout" --source "$source$3" --json "$out/$1.json" --svg "$out/$1.svg" 2>&1 |
         tee "$out/$1.log"
     # The pipeline's status is tee's: the JSON file says whether the run finished.
