@@ -7,6 +7,11 @@ import Logging
 /// A misbehaving driver gets a defined answer: writes at the wrong time or width are ignored, invalid
 /// queue setups are refused (QueueReady stays 0), and a corrupt ring puts the device into
 /// DEVICE_NEEDS_RESET until the driver resets it.
+///
+/// Two locks: `state` guards the registers and is held only briefly; `queueWork` serialises queue
+/// runs, which call the device and may block for seconds (a disk chunk coming over a WAN). The
+/// driver's interrupt handler reads InterruptStatus and writes InterruptACK with interrupts off, so
+/// those never wait for a queue run; writes that change what a run sees (reset, queue setup) do.
 public final class VirtioMMIOTransport: BusDevice {
     // Register offsets (virtio 1.x §4.2.2, Table "MMIO Device Register Layout").
     static let magicValueRegister: UInt64 = 0x000
@@ -61,6 +66,9 @@ public final class VirtioMMIOTransport: BusDevice {
     private let interrupt: any InterruptLine
     private let logger: Logger
     private let state: Locked<State>
+    /// Held for a whole queue run, and by every register write except InterruptACK and QueueNotify;
+    /// taken before `state`, never after.
+    private let queueWork = Locked(())
 
     public init(device: any VirtioDevice, memory: GuestMemory, interrupt: any InterruptLine, logger: Logger) {
         self.device = device
@@ -70,15 +78,15 @@ public final class VirtioMMIOTransport: BusDevice {
         state = Locked(State(queues: device.queueMaximumSizes.map(Virtqueue.init(maximumSize:))))
     }
 
-    /// The transport's state, to be saved with a snapshot.
-    public func snapshot() -> State { state.withLock { $0 } }
+    /// The transport's state, to be saved with a snapshot (after any queue run in progress).
+    public func snapshot() -> State { queueWork.withLock { _ in state.withLock { $0 } } }
 
     /// Replaces the transport's state with a saved one (same device type and queue count).
     public func restore(_ saved: State) throws {
         guard saved.queues.map(\.maximumSize) == device.queueMaximumSizes else {
             throw HypervisorError.invalidConfiguration("virtio snapshot has queues \(saved.queues.map(\.maximumSize)), device has \(device.queueMaximumSizes)")
         }
-        state.withLock { $0 = saved }
+        queueWork.withLock { _ in state.withLock { $0 = saved } }
     }
 
     var offeredFeatures: UInt64 { device.features | VirtioFeature.version1 }
@@ -129,8 +137,18 @@ public final class VirtioMMIOTransport: BusDevice {
         }
         guard data.count == 4, offset % 4 == 0 else { return }
         let value = UInt32(truncatingIfNeeded: data.littleEndianValue)
+        switch offset {
+        case Self.interruptAcknowledgeRegister:
+            state.withLock { $0.interruptStatus &= ~value }
+            return
+        case Self.queueNotifyRegister:
+            notify(queue: Int(value))
+            return
+        default:
+            break
+        }
         var raise = false
-        state.withLock { state in
+        queueWork.withLock { _ in state.withLock { state in
             let selected = Int(state.queueSelect)
             // Queue registers may change only while that queue is not ready (§4.2.2.3).
             func configureQueue(_ change: (inout Virtqueue) -> Void) {
@@ -172,24 +190,19 @@ public final class VirtioMMIOTransport: BusDevice {
                         }
                     }
                 }
-            case Self.queueNotifyRegister:
-                raise = processNotification(queueIndex: Int(value), state: &state)
-            case Self.interruptAcknowledgeRegister:
-                state.interruptStatus &= ~value
             case Self.statusRegister:
                 raise = updateStatus(value, state: &state)
             default:
                 break
             }
-        }
+        } }
         if raise { interrupt.trigger() }
     }
 
-    /// Runs queue `index` as a QueueNotify write of `index` would: the entry point for notifications
-    /// that arrive through an ioeventfd (`QueueDoorbell`) instead of the bus.
+    /// Runs queue `index` as a QueueNotify write of `index` does: also the entry point for
+    /// notifications that arrive through an ioeventfd (`QueueDoorbell`) instead of the bus.
     public func notify(queue index: Int) {
-        let raise = state.withLock { processNotification(queueIndex: index, state: &$0) }
-        if raise { interrupt.trigger() }
+        queueWork.withLock { _ in runQueue(index) }
     }
 
     /// Applies a status write; returns whether to interrupt.
@@ -214,20 +227,34 @@ public final class VirtioMMIOTransport: BusDevice {
         return false
     }
 
-    /// Runs the device on a notified queue; returns whether to interrupt.
-    private func processNotification(queueIndex: Int, state: inout State) -> Bool {
-        guard state.status & VirtioStatus.driverOK != 0, state.status & VirtioStatus.deviceNeedsReset == 0,
-              state.queues.indices.contains(queueIndex), state.queues[queueIndex].isReady else { return false }
+    /// Runs the device on a notified queue, with `queueWork` held and `state` not: the device works
+    /// on a copy of the queue, which goes back into the state afterwards (no other writer can change
+    /// a queue meanwhile, as they all wait for `queueWork`).
+    private func runQueue(_ index: Int) {
+        guard var queue = state.withLock({ state -> Virtqueue? in
+            guard state.status & VirtioStatus.driverOK != 0, state.status & VirtioStatus.deviceNeedsReset == 0,
+                  state.queues.indices.contains(index), state.queues[index].isReady else { return nil }
+            return state.queues[index]
+        }) else { return }
+        let raise: Bool
         do {
-            guard try device.processQueue(queueIndex, queue: &state.queues[queueIndex], memory: memory) else { return false }
-            if state.queues[queueIndex].interruptSuppressed(memory: memory) { return false }
-            state.interruptStatus |= Self.interruptUsedBuffer
-            return true
+            let completed = try device.processQueue(index, queue: &queue, memory: memory)
+            let suppressed = completed && queue.interruptSuppressed(memory: memory)
+            raise = state.withLock { state in
+                state.queues[index] = queue
+                guard completed, !suppressed else { return false }
+                state.interruptStatus |= Self.interruptUsedBuffer
+                return true
+            }
         } catch {
-            logger.warning("virtio-mmio: queue error, device needs reset", metadata: ["queue": "\(queueIndex)", "error": "\(error)"])
-            state.status |= VirtioStatus.deviceNeedsReset
-            state.interruptStatus |= Self.interruptConfigurationChange
-            return true
+            logger.warning("virtio-mmio: queue error, device needs reset", metadata: ["queue": "\(index)", "error": "\(error)"])
+            state.withLock { state in
+                state.queues[index] = queue
+                state.status |= VirtioStatus.deviceNeedsReset
+                state.interruptStatus |= Self.interruptConfigurationChange
+            }
+            raise = true
         }
+        if raise { interrupt.trigger() }
     }
 }

@@ -145,8 +145,13 @@ public struct Virtqueue: Sendable, Equatable, Codable {
     }
 
     /// Whether the driver asked not to be interrupted (avail.flags VIRTQ_AVAIL_F_NO_INTERRUPT, §2.7.7).
+    /// Called after `pushUsed`: the full fence keeps the used.idx store ahead of the flags load (x86
+    /// reorders a store before a later load). Without it the device can read a stale "no interrupt"
+    /// while the driver, having just cleared it, reads a stale used.idx: neither sees the request
+    /// complete, and the driver (virtio_blk has no timeout) waits for ever.
     public func interruptSuppressed(memory: GuestMemory) -> Bool {
-        ((try? load(UInt16.self, at: availableRing, memory)) ?? 0) & 1 != 0
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
+        return ((try? load(UInt16.self, at: availableRing, memory)) ?? 0) & 1 != 0
     }
 
     private func load<T: FixedWidthInteger>(_ type: T.Type, at address: UInt64, _ memory: GuestMemory) throws(VirtqueueError) -> T {
