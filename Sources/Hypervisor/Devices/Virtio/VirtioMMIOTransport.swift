@@ -236,16 +236,14 @@ public final class VirtioMMIOTransport: BusDevice {
                   state.queues.indices.contains(index), state.queues[index].isReady else { return nil }
             return state.queues[index]
         }) else { return }
-        let raise: Bool
         do {
-            let completed = try device.processQueue(index, queue: &queue, memory: memory)
-            let suppressed = completed && queue.interruptSuppressed(memory: memory)
-            raise = state.withLock { state in
-                state.queues[index] = queue
-                guard completed, !suppressed else { return false }
-                state.interruptStatus |= Self.interruptUsedBuffer
-                return true
+            // Each completed request is announced at once, unless the driver asked for quiet.
+            _ = try device.processQueue(index, queue: &queue, memory: memory) { progress in
+                guard !progress.interruptSuppressed(memory: memory) else { return }
+                state.withLock { $0.interruptStatus |= Self.interruptUsedBuffer }
+                interrupt.trigger()
             }
+            state.withLock { $0.queues[index] = queue }
         } catch {
             logger.warning("virtio-mmio: queue error, device needs reset", metadata: ["queue": "\(index)", "error": "\(error)"])
             state.withLock { state in
@@ -253,8 +251,7 @@ public final class VirtioMMIOTransport: BusDevice {
                 state.status |= VirtioStatus.deviceNeedsReset
                 state.interruptStatus |= Self.interruptConfigurationChange
             }
-            raise = true
+            interrupt.trigger()
         }
-        if raise { interrupt.trigger() }
     }
 }

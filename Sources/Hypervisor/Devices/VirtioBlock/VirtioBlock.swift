@@ -63,14 +63,16 @@ public final class VirtioBlock: VirtioDevice {
 
     public func reset() {}
 
-    public func processQueue(_ index: Int, queue: inout Virtqueue, memory: GuestMemory) throws(VirtqueueError) -> Bool {
-        var completed = false
+    public func processQueue(_ index: Int, queue: inout Virtqueue, memory: GuestMemory,
+                             completed: (Virtqueue) -> Void) throws(VirtqueueError) -> Bool {
+        var any = false
         while let chain = try queue.popAvailable(from: memory) {
             let written = serve(chain, memory: memory)
             try queue.pushUsed(head: chain.head, length: written, memory: memory)
-            completed = true
+            completed(queue)
+            any = true
         }
-        return completed
+        return any
     }
 
     /// Serves one request; returns how many bytes were written into the driver's buffers.
