@@ -194,6 +194,24 @@ import Testing
         #expect(urgent.allSatisfy { $0.1 < 0 })
     }
 
+    @Test func cancelledPrefetchesComeBackFirstAmongTheBackgroundWork() {
+        let clock = ManualClock()
+        var scheduler = Self.scheduler(.vtube, clock: clock) {
+            $0.minimumOutstandingBytes = 12 * Self.chunkBytes
+            $0.complete = true // the whole image queued behind the working set
+        }
+        _ = scheduler.start()
+        for index in 0..<8 { _ = scheduler.fetched(Self.disk(index)) }
+        _ = scheduler.accessed(Self.disk(0), waited: false)
+        let jump = scheduler.accessed(Self.disk(40), waited: true)
+        let cancelled = jump.compactMap { if case .cancel(let location) = $0 { return location } else { return nil } }
+        #expect(!cancelled.isEmpty)
+        // After B's own chunks, the cancelled ones of A are issued again, in their first order,
+        // before the rest of the image (not behind it, where the guest would reach them first).
+        let issued = Self.fetches(Self.complete(&scheduler, jump)).filter { !(40..<48).contains($0.index) }
+        #expect(Array(issued.prefix(cancelled.count)) == cancelled.sorted())
+    }
+
     @Test func bufferingEndsAtTheDeadlineOnAHopelessLink() {
         let clock = ManualClock()
         var scheduler = Self.scheduler(.full, clock: clock) { $0.maximumBuffering = .seconds(30) }

@@ -53,6 +53,8 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
 
     private var local: Set<ChunkLocation>
     private var outstanding: [ChunkLocation: Int] = [:]
+    /// When each chunk was last issued (`sequence`), to requeue cancelled ones in plan order.
+    private var issueOrder: [ChunkLocation: Int] = [:]
     private var outstandingBytes = 0
     private var failures: [ChunkLocation: Int] = [:]
     /// Urgent work (current cluster, predicted successors, readahead), served before `background`.
@@ -275,16 +277,20 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
         urgent = Array(urgent[urgentHead...]).filter { clusterOf[$0].map { hot.contains($0) } ?? true }
         urgentHead = 0
         urgent = newHot.flatMap { model.clusters[$0].chunks } + urgent
-        // Outstanding prefetches of clusters off the new path would delay it: cancel them and let
-        // them come back later as background work.
+        // Outstanding prefetches of clusters off the new path would delay it: cancel them. They come
+        // back first among the background work, in the order they were issued: they were planned
+        // before everything still queued there (usually the predicted path a little further on), and
+        // at the back of the queue the guest would reach them before the stream did.
         var actions: [Action] = []
-        for (location, bytes) in outstanding.sorted(by: { $0.key < $1.key }) {
+        var cancelled: [ChunkLocation] = []
+        for (location, bytes) in outstanding.sorted(by: { issueOrder[$0.key, default: 0] < issueOrder[$1.key, default: 0] }) {
             guard let owner = clusterOf[location], !hot.contains(owner) else { continue }
             outstanding.removeValue(forKey: location)
             outstandingBytes -= bytes
             actions.append(.cancel(location))
-            background.append(location)
+            cancelled.append(location)
         }
+        background.insert(contentsOf: cancelled, at: backgroundHead)
         return actions
     }
 
@@ -321,6 +327,7 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
             outstanding[location] = bytes
             outstandingBytes += bytes
             sequence += 1
+            issueOrder[location] = sequence
             // Later epochs (newer predictions) rank before everything issued earlier.
             actions.append(.fetch(location, rank: Double(sequence) - Double(epoch) * 1e9))
         }
