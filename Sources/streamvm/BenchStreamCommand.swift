@@ -45,8 +45,8 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @Flag(help: "Resumes map a faulting page's whole 64 KiB chunk (experimental; see boot --fault-around).")
     var faultAround = false
 
-    @Option(help: "What vtube buffers before the guest starts: path (the whole predicted path) or ready (only what comes before ready).")
-    var startupBuffer = StartupBuffer.path.rawValue
+    @Option(help: "What vtube buffers before the guest starts: ready (what comes before ready; the default) or path (the whole predicted path).")
+    var startupBuffer = StartupBuffer.ready.rawValue
 
     @Option(help: "Think time in seconds between the steps of the appliance's session (passed as streamvm.think; default: the appliance's own).")
     var think: Double?

@@ -60,8 +60,8 @@ struct BootCommand: AsyncParsableCommand {
     @Flag(help: "When resuming, a memory fault maps its whole 64 KiB chunk (ten times fewer faults; experimental, see docs/STREAMBOOT.md).")
     var faultAround = false
 
-    @Option(help: "What vtube buffers before the guest starts: path (the whole predicted path: no stalls expected after the start) or ready (only what comes before ready: the soonest ready; the session may stall).")
-    var startupBuffer = StartupBuffer.path.rawValue
+    @Option(help: "What vtube buffers before the guest starts: ready (what comes before ready, the default: the soonest ready, the rest streams while the guest runs) or path (the whole predicted path: fewer stalls later when the session reads faster than the link, a later start).")
+    var startupBuffer = StartupBuffer.ready.rawValue
 
     @Option(name: .customLong("appliance-arg"),
             help: "key=value for the appliance (repeatable): appended to a cold boot's kernel command line or to a resumed guest's STREAMVM-RESUMED line, e.g. streamvm.think=3 for the Linux appliance's think time.")

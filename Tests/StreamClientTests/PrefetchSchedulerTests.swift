@@ -138,12 +138,12 @@ import Testing
         #expect(scheduler.bufferedStartupBytes < 16 * Self.chunkBytes)
     }
 
-    @Test func vtubeBuffersForAfterReadyClustersOnTheWholePathByDefault() {
+    @Test func vtubeBuffersForAfterReadyClustersWithTheWholePathBuffer() {
         // A (on the predicted path) is only touched after the ready marker; the session still needs
-        // it 4 s in, so on a very slow link it is buffered as if it were needed before ready.
+        // it 4 s in, so on a very slow link the whole-path buffer takes it as if needed before ready.
         var model = Self.model()
         model.clusters[1].afterReady = true
-        var scheduler = Self.scheduler(.vtube, model: model, clock: ManualClock())
+        var scheduler = Self.scheduler(.vtube, model: model, clock: ManualClock()) { $0.startupBuffer = .path }
         _ = scheduler.start()
         _ = scheduler.tick(bandwidthBytesPerSecond: 1000, rttSeconds: 0.02)
         #expect(scheduler.bufferTargetBytes == Int((Double(Self.expectedPathBytes) - 1000 * 4 + 1000 * 0.02).rounded(.up)))
@@ -152,12 +152,12 @@ import Testing
         #expect(scheduler.bufferTargetBytes == 8 * Self.chunkBytes + Int((10e6 * 0.02).rounded(.up)))
     }
 
-    @Test func vtubeBuffersOnlyForReadyWhenAskedAndStreamsAfterReadyClustersOnceTheGuestRuns() {
+    @Test func vtubeBuffersOnlyForReadyByDefaultAndStreamsAfterReadyClustersOnceTheGuestRuns() {
         // The same model, but A (on the predicted path) is only touched after the ready marker.
         var model = Self.model()
         model.clusters[1].afterReady = true
         let clock = ManualClock()
-        var scheduler = Self.scheduler(.vtube, model: model, clock: clock) { $0.startupBuffer = .ready }
+        var scheduler = Self.scheduler(.vtube, model: model, clock: clock)
         var actions = scheduler.start() + scheduler.tick(bandwidthBytesPerSecond: 1000, rttSeconds: 0.02)
         // A very slow link: without the mark nearly boot + A would be buffered (see above); with it,
         // boot only (the target is capped at the bytes the buffer can hold).

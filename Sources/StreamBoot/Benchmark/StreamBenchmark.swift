@@ -93,7 +93,7 @@ public struct StreamBenchmark: Sendable {
     /// Resumes map a faulting page's whole chunk (`StreamBootSession.Options.faultAround`, experimental).
     public var faultAround = false
     /// What vtube's startup buffer covers in the evaluated runs.
-    public var startupBuffer = StartupBuffer.path
+    public var startupBuffer = StartupBuffer.ready
     /// Passed to the appliance in every run, training and evaluated (e.g. its think time).
     public var applianceArguments = ApplianceArguments.none
     /// Told a line as each run starts and ends (the CLI prints them to stderr): a lab run takes many

@@ -6,8 +6,8 @@ import Catalog
 ///
 /// - Start: `none` starts at once; `full` and `workingset` (REAP) after the whole image or recorded
 ///   working set is local; `vtube` after just enough of the predicted path is buffered that the rest
-///   can stream in before the guest needs it at the measured bandwidth (vTube §4.3), over the whole
-///   predicted path (`StartupBuffer.ready`: only the clusters before ready).
+///   can stream in before the guest needs it at the measured bandwidth (vTube §4.3), over the
+///   clusters before ready (`StartupBuffer.ready`, the default) or the whole predicted path (`.path`).
 /// - Running: chunks are issued in plan order while the bytes outstanding stay under a few
 ///   bandwidth-delay products, which keeps the link full without burying the next demand miss
 ///   (the fetcher always starts demand requests first). Entering a model cluster makes its rest and
@@ -40,7 +40,7 @@ public struct PrefetchScheduler<C: Clock>: Sendable where C.Duration == Duration
         /// The guest starts after this long even if buffering is not done (a slow link must not hang boot).
         public var maximumBuffering: Duration = .seconds(120)
         /// What vtube's startup buffer is sized for (`StartupBuffer`).
-        public var startupBuffer = StartupBuffer.path
+        public var startupBuffer = StartupBuffer.ready
 
         public init(mode: PrefetchMode) { self.mode = mode }
     }
