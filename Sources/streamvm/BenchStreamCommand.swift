@@ -46,7 +46,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
     var faultAround = false
 
     @Option(help: "What vtube buffers before the guest starts: ready (what comes before ready; the default) or path (the whole predicted path).")
-    var startupBuffer = StartupBuffer.ready.rawValue
+    var startupBuffer = StartupBuffer.ready
 
     @Option(help: "Think time in seconds between the steps of the appliance's session (passed as streamvm.think; default: the appliance's own).")
     var think: Double?
@@ -83,10 +83,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         benchmark.timerScale = dilation
         benchmark.installAhead = installAhead
         benchmark.faultAround = faultAround
-        guard let buffer = StartupBuffer(rawValue: startupBuffer) else {
-            throw ValidationError("--startup-buffer must be one of \(StartupBuffer.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        benchmark.startupBuffer = buffer
+        benchmark.startupBuffer = startupBuffer
         // The guest's clock is not dilated (no TSC scaling in the lab): the appliance is told N so
         // that its timed pauses (think time) last N times longer, as they would under DieCast.
         var arguments: [String] = []

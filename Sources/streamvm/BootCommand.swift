@@ -61,7 +61,7 @@ struct BootCommand: AsyncParsableCommand {
     var faultAround = false
 
     @Option(help: "What vtube buffers before the guest starts: ready (what comes before ready, the default: the soonest ready, the rest streams while the guest runs) or path (the whole predicted path: fewer stalls later when the session reads faster than the link, a later start).")
-    var startupBuffer = StartupBuffer.ready.rawValue
+    var startupBuffer = StartupBuffer.ready
 
     @Option(name: .customLong("appliance-arg"),
             help: "key=value for the appliance (repeatable): appended to a cold boot's kernel command line or to a resumed guest's STREAMVM-RESUMED line, e.g. streamvm.think=3 for the Linux appliance's think time.")
@@ -75,9 +75,6 @@ struct BootCommand: AsyncParsableCommand {
         }
         if uploadTrace, tokenFile == nil { throw ValidationError("--upload-trace needs --token-file") }
         guard readDeadline > 0 else { throw ValidationError("--read-deadline must be positive") }
-        guard StartupBuffer(rawValue: startupBuffer) != nil else {
-            throw ValidationError("--startup-buffer must be one of \(StartupBuffer.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
     }
 
     func run() async throws {
@@ -99,7 +96,7 @@ struct BootCommand: AsyncParsableCommand {
         options.installAhead = installAhead
         options.faultAround = faultAround
         var scheduler = PrefetchScheduler<ContinuousClock>.Configuration(mode: options.prefetch)
-        scheduler.startupBuffer = StartupBuffer(rawValue: startupBuffer)!
+        scheduler.startupBuffer = startupBuffer
         options.scheduler = scheduler
         options.applianceArguments = try ApplianceArguments(applianceArguments)
         options.consoleOutput = { ConsoleOutput.write($0) }

@@ -13,9 +13,9 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func writeConfiguration(offset: Int, from data: UnsafeRawBufferPointer)
     /// Serves every available request on queue `index`, calling `completed` after each one is in the
     /// used ring (the transport interrupts then: a request that finished need not wait for a slower
-    /// one behind it); returns whether any were completed.
+    /// one behind it).
     func processQueue(_ index: Int, queue: inout Virtqueue, memory: GuestMemory,
-                      completed: (Virtqueue) -> Void) throws(VirtqueueError) -> Bool
+                      completed: (Virtqueue) -> Void) throws(VirtqueueError)
     /// Forgets negotiated state (device reset, virtio 1.x §2.1.2).
     func reset()
 }

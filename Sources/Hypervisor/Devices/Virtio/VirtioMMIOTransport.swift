@@ -238,7 +238,7 @@ public final class VirtioMMIOTransport: BusDevice {
         }) else { return }
         do {
             // Each completed request is announced at once, unless the driver asked for quiet.
-            _ = try device.processQueue(index, queue: &queue, memory: memory) { progress in
+            try device.processQueue(index, queue: &queue, memory: memory) { progress in
                 guard !progress.interruptSuppressed(memory: memory) else { return }
                 state.withLock { $0.interruptStatus |= Self.interruptUsedBuffer }
                 interrupt.trigger()

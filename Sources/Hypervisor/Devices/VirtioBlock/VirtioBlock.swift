@@ -64,15 +64,12 @@ public final class VirtioBlock: VirtioDevice {
     public func reset() {}
 
     public func processQueue(_ index: Int, queue: inout Virtqueue, memory: GuestMemory,
-                             completed: (Virtqueue) -> Void) throws(VirtqueueError) -> Bool {
-        var any = false
+                             completed: (Virtqueue) -> Void) throws(VirtqueueError) {
         while let chain = try queue.popAvailable(from: memory) {
             let written = serve(chain, memory: memory)
             try queue.pushUsed(head: chain.head, length: written, memory: memory)
             completed(queue)
-            any = true
         }
-        return any
     }
 
     /// Serves one request; returns how many bytes were written into the driver's buffers.
