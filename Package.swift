@@ -74,40 +74,55 @@ let package = Package(
         // Run many: identical-page sharing (Difference Engine) and dilated clocks (DieCast).
         .target(name: "Dedup", dependencies: ["Hypervisor"], swiftSettings: strictSettings),
         .target(name: "Dilation", swiftSettings: strictSettings),
-        // Stream-boot glue: LazyImage as a virtio-blk backend, prefetch and traces around a Machine,
-        // and the stream benchmark (which needs a real server).
-        // Its own target because Hypervisor must not import StreamClient (DESIGN.md module rule).
+        // Stream-boot glue: LazyImage as a virtio-blk backend, prefetch and traces around a Machine.
+        // Its own target because Hypervisor must not import StreamClient (docs/DESIGN.md module rule).
         .target(
             name: "StreamBoot",
-            dependencies: ["Catalog", "StreamClient", "StreamServer", "Hypervisor", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Catalog", "StreamClient", "Hypervisor", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings),
+        // Every `streamvm bench` implementation and its helpers (peers, shaping proxy, statistics):
+        // only the CLI and tests depend on it, so no library carries benchmark code.
+        .target(
+            name: "Benchmarks",
+            dependencies: [
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "CCurl",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strictSettings),
         .executableTarget(
             name: "streamvm",
             dependencies: [
-                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot",
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "Benchmarks",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings),
 
-        .testTarget(name: "CatalogTests", dependencies: ["Catalog"]),
+        // Helpers shared by the test targets (temporary directories, off-pool execution, peers on
+        // this host); it lives under Tests/ and only test targets depend on it.
+        .target(
+            name: "TestSupport",
+            dependencies: ["Catalog", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/TestSupport"),
+        .testTarget(name: "CatalogTests", dependencies: ["Catalog", "TestSupport"]),
         .testTarget(
             name: "StreamServerTests",
             dependencies: [
-                "StreamServer", "Catalog",
+                "StreamServer", "Catalog", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ]),
-        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "DedupTests", dependencies: ["Dedup", "Hypervisor"]),
-        .testTarget(name: "DilationTests", dependencies: ["Dilation"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "DedupTests", dependencies: ["Dedup", "Hypervisor", "TestSupport"]),
+        .testTarget(name: "DilationTests", dependencies: ["Dilation", "TestSupport"]),
         .testTarget(
             name: "StreamClientTests",
-            dependencies: ["StreamClient", "StreamServer", "Catalog", "CCurl", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["StreamClient", "StreamServer", "Benchmarks", "Catalog", "CCurl", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "StreamBootTests",
-            dependencies: ["StreamBoot", "StreamClient", "StreamServer", "Hypervisor", "Catalog", .product(name: "Logging", package: "swift-log")]),
+            dependencies: ["StreamBoot", "StreamClient", "StreamServer", "Benchmarks", "Hypervisor", "Catalog", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "TestSupport"]),
     ]
 )

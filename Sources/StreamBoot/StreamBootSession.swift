@@ -225,7 +225,7 @@ public final class StreamBootSession: @unchecked Sendable {
 }
 
 extension Duration {
-    var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    public var inSeconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// Spots the ready marker in the console byte stream (the trace records when it appeared).

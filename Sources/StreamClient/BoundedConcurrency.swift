@@ -1,6 +1,6 @@
 /// Runs `body` for every element with at most `limit` running at once, failing on the first error.
 /// Bounds memory: a mirror of a million chunks must not start a million tasks.
-func forEachConcurrently<Element: Sendable>(_ elements: [Element], limit: Int,
+public func forEachConcurrently<Element: Sendable>(_ elements: [Element], limit: Int,
                                             _ body: @escaping @Sendable (Element) async throws -> Void) async throws {
     try await withThrowingTaskGroup(of: Void.self) { group in
         var next = 0

@@ -7,6 +7,10 @@ import Logging
 /// Requests to one origin share one HTTP/2 connection (`CURLPIPE_MULTIPLEX` + `CURLOPT_PIPEWAIT`);
 /// the `FetchScheduler` decides what starts when; a `LinkEstimator` measures bandwidth and RTT.
 public final class Fetcher: @unchecked Sendable {
+    /// Whether the linked libcurl opens a connection per h2c request (libcurl < 8.0 cannot reuse a
+    /// prior-knowledge connection); benchmarks report it beside their figures.
+    public static var opensConnectionPerH2CRequest: Bool { CurlTransfer.priorKnowledgeReuseIsBroken }
+
     public struct Configuration: Sendable {
         public var connectTimeoutSeconds = 10.0
         /// A transfer that receives nothing for this long is aborted (and retried by callers).
@@ -319,7 +323,7 @@ enum CurlGlobal {
 }
 
 /// Seconds on the monotonic clock, for durations that must not jump with wall-clock changes.
-func monotonicSeconds() -> Double {
+public func monotonicSeconds() -> Double {
     var time = timespec()
     clock_gettime(CLOCK_MONOTONIC, &time)
     return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9

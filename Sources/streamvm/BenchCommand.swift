@@ -1,3 +1,4 @@
+import Benchmarks
 import ArgumentParser
 
 /// `streamvm bench …`: benchmarks that print JSON and a table for BENCHMARKS.md.

@@ -1,3 +1,4 @@
+import Benchmarks
 import Catalog
 import Foundation
 import Hypervisor
@@ -5,6 +6,7 @@ import Logging
 import StreamBoot
 import StreamClient
 import StreamServer
+import TestSupport
 import Testing
 
 /// End to end on this host: the flat test guest published, served by `CatalogServer` on loopback,

@@ -5,6 +5,7 @@ import Logging
 import StreamBoot
 import StreamClient
 import StreamServer
+import TestSupport
 import Testing
 
 /// Stream-boot of an appliance published as a paused VM: the test guest snapshotted at its ready

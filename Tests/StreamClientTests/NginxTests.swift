@@ -1,23 +1,21 @@
+import Benchmarks
 import Catalog
 import Foundation
+import TestSupport
 import Testing
 @testable import StreamClient
 
 /// The client against a real HTTP/2 server: Debian's nginx serving a catalogue directory.
-@Suite struct NginxTests {
-    /// Starts nginx, or records a visible message and returns nil when it is not installed.
-    private func startNginx(root: String, http2: Bool = true) async throws -> NginxProcess? {
-        guard let peer = try await offPool({ try NginxProcess(root: root, http2: http2) }) else {
-            print("SKIPPED: nginx is not installed (apt-get install nginx-light); real-peer test not run")
-            return nil
-        }
-        return peer
+@Suite(.needsNginx) struct NginxTests {
+    /// Starts nginx (the suite is enabled only where it is installed).
+    private func startNginx(root: String, http2: Bool = true) async throws -> NginxProcess {
+        try #require(try await offPool({ try NginxProcess(root: root, http2: http2) }), "nginx is not installed")
     }
 
     @Test func randomReadsOverHTTP2EqualTheOriginal() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkSize: 16384, chunkCount: 80)
-        guard let nginx = try await startNginx(root: fixture.root) else { return }
+        let nginx = try await startNginx(root: fixture.root)
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, cacheRoot: directory.sub("cache"), stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }
@@ -50,7 +48,7 @@ import Testing
     @Test func h2cRequestsAreMultiplexedOverOneConnection() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkSize: 16384, chunkCount: 60)
-        guard let nginx = try await startNginx(root: fixture.root) else { return }
+        let nginx = try await startNginx(root: fixture.root)
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }
@@ -79,7 +77,7 @@ import Testing
     @Test func fallsBackToHTTP1WhenTheServerHasNoHTTP2() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 20)
-        guard let nginx = try await startNginx(root: fixture.root, http2: false) else { return }
+        let nginx = try await startNginx(root: fixture.root, http2: false)
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }
@@ -91,7 +89,7 @@ import Testing
     @Test func mirrorIsVerifiedAndIncremental() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 50)
-        guard let nginx = try await startNginx(root: fixture.root) else { return }
+        let nginx = try await startNginx(root: fixture.root)
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }
@@ -111,7 +109,7 @@ import Testing
         try MirrorCheck.assertComplete(mirror: destination, like: updated)
 
         // The mirror serves clients: fetch the appliance from it.
-        guard let edge = try await startNginx(root: destination.root) else { return }
+        let edge = try await startNginx(root: destination.root)
         defer { edge.stop() }
         let client = try ClientHarness(origins: [edge.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
         defer { client.shutdown() }
@@ -126,7 +124,7 @@ import Testing
     @Test func mirrorRefusesToRollBack() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 8, generation: 3)
-        guard let nginx = try await startNginx(root: fixture.root) else { return }
+        let nginx = try await startNginx(root: fixture.root)
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: fixture.trust, stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }

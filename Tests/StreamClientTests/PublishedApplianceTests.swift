@@ -1,7 +1,9 @@
+import Benchmarks
 import Catalog
 import Foundation
 import Logging
 import StreamServer
+import TestSupport
 import Testing
 @testable import StreamClient
 
@@ -70,15 +72,12 @@ import Testing
         #expect(try await image.read(offset: 0, length: disk.count) == disk)
     }
 
-    @Test func randomReadsOfAPublishedApplianceOverNginxEqualTheOriginal() async throws {
+    @Test(.needsNginx) func randomReadsOfAPublishedApplianceOverNginxEqualTheOriginal() async throws {
         let directory = try TemporaryDirectory()
         let published = try await Self.publish(in: directory)
         let (catalogRoot, key, disk) = (published.catalogRoot, published.key, published.disk)
 
-        guard let nginx = try await offPool({ try NginxProcess(root: catalogRoot) }) else {
-            print("SKIPPED: nginx is not installed (apt-get install nginx-light); real-peer test not run")
-            return
-        }
+        let nginx = try #require(try await offPool({ try NginxProcess(root: catalogRoot) }), "nginx is not installed")
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: .key(key.publicKey), cacheRoot: directory.sub("cache"), stallTimeout: ClientHarness.realPeerStall)
         defer { harness.shutdown() }
@@ -94,15 +93,12 @@ import Testing
 
     /// Same appliance over h2 with TLS (ALPN): on Debian's libcurl 7.88 this is the path where one
     /// multiplexed connection is reused (the h2c reuse bug does not apply).
-    @Test func randomReadsOverNginxWithTLSEqualTheOriginal() async throws {
+    @Test(.needsNginx, .needsOpenSSL) func randomReadsOverNginxWithTLSEqualTheOriginal() async throws {
         let directory = try TemporaryDirectory()
-        guard let certificate = try await TestCertificate.make(in: directory.path) else { return }
+        let certificate = try await TestCertificate.make(in: directory.path)
         let published = try await Self.publish(in: directory)
         let tls = NginxProcess.TLSFiles(certificate: certificate.certificate, key: certificate.key)
-        guard let nginx = try await offPool({ try NginxProcess(root: published.catalogRoot, tls: tls) }) else {
-            print("SKIPPED: nginx is not installed (apt-get install nginx-light); real-peer test not run")
-            return
-        }
+        let nginx = try #require(try await offPool({ try NginxProcess(root: published.catalogRoot, tls: tls) }), "nginx is not installed")
         defer { nginx.stop() }
         let harness = try ClientHarness(origins: [nginx.url], trust: .key(published.key.publicKey), cacheRoot: directory.sub("cache"),
                                         stallTimeout: ClientHarness.realPeerStall, caFile: certificate.certificate)

@@ -2,6 +2,7 @@ import Catalog
 import Foundation
 import Logging
 import StreamServer
+import TestSupport
 import Testing
 @testable import StreamClient
 
@@ -64,9 +65,9 @@ import Testing
         await server.stop()
     }
 
-    @Test func randomReadsOverTLSEqualTheOriginal() async throws {
+    @Test(.needsOpenSSL) func randomReadsOverTLSEqualTheOriginal() async throws {
         let directory = try TemporaryDirectory()
-        guard let certificate = try await TestCertificate.make(in: directory.path) else { return }
+        let certificate = try await TestCertificate.make(in: directory.path)
         let published = try await PublishedApplianceTests.publish(in: directory)
         let server = try await RunningCatalogServer.start(catalog: published.catalogRoot, traces: directory.sub("traces"), tls: certificate)
         do {

@@ -2,6 +2,7 @@ import Catalog
 import Foundation
 import NIOCore
 import NIOPosix
+import TestSupport
 import Testing
 @testable import StreamServer
 

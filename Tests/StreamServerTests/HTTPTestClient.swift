@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import NIOCore
 import NIOHTTP1
 @testable import StreamServer
@@ -9,14 +10,6 @@ func request(_ server: RunningServer, _ method: HTTPMethod = .GET, _ target: Str
              body: [UInt8]? = nil) async throws -> HTTP1Connection.Reply {
     try await HTTP1Connection.with(host: "127.0.0.1", port: server.port) { connection in
         try await connection.send(method, path: target, headers: headers, body: body.map { ByteBuffer(bytes: $0) }, replyLimit: 64 << 20)
-    }
-}
-
-/// Runs blocking work on its own thread, so that waiting for a child process or a socket never holds
-/// one of the few cooperative threads the in-process server needs to answer.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
     }
 }
 

@@ -1,6 +1,5 @@
 import Catalog
 import Foundation
-import Crypto
 import Hummingbird
 import NIOCore
 import NIOPosix

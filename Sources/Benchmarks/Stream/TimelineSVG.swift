@@ -1,4 +1,9 @@
 import Foundation
+import Catalog
+import Hypervisor
+import StreamBoot
+import StreamServer
+import StreamClient
 
 /// Draws the benchmark's timeline: one row per mode with the bytes received over time (a line) and
 /// the guest's stalls (red bars), the ready moment marked. Plain SVG, no dependencies.

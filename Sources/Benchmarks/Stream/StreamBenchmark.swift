@@ -1,5 +1,7 @@
 import Catalog
 import Foundation
+import Hypervisor
+import StreamBoot
 import Logging
 import StreamClient
 import StreamServer

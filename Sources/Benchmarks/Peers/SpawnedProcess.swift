@@ -1,4 +1,9 @@
 import Foundation
+import Catalog
+import Hypervisor
+import StreamBoot
+import StreamServer
+import StreamClient
 
 /// A helper program (nginx) started for tests and benchmarks and stopped by its own PID.
 ///

@@ -1,6 +1,10 @@
 import CCurl
 import Catalog
 import Foundation
+import Hypervisor
+import StreamBoot
+import StreamServer
+import StreamClient
 import Logging
 
 /// `streamvm bench client`: cached read latency and throughput of `LazyImage`, cold goodput through
@@ -152,7 +156,7 @@ public struct ClientBenchmark: Sendable {
         let disk = try Self.disk(probe.manifest)
         let version = String(cString: curl_version())
         let defaults = Fetcher.Configuration()
-        return Report(libcurl: version, h2cConnectionPerRequest: CurlTransfer.priorKnowledgeReuseIsBroken,
+        return Report(libcurl: version, h2cConnectionPerRequest: Fetcher.opensConnectionPerH2CRequest,
                       openWindowInBDPs: openWindowInBDPs ?? defaults.openWindowInBDPs, pressuredWindowInBDPs: defaults.pressuredWindowInBDPs,
                       loadAverageBefore: loadBefore, loadAverageAfter: Self.loadAverage(), appliance: appliance, artifactBytes: disk.size, chunkSize: probe.manifest.chunkSize,
                       distinctChunks: probe.manifest.distinctChunks.count, cachedReads: cached, profiles: results)

@@ -1,5 +1,9 @@
 import Catalog
 import Foundation
+import Hypervisor
+import StreamBoot
+import StreamServer
+import StreamClient
 
 /// A throwaway certificate for 127.0.0.1, made with the openssl command-line tool, so benchmarks can
 /// measure HTTP/2 over TLS (where libcurl 7.88 reuses one multiplexed connection) next to h2c.

@@ -1,4 +1,9 @@
 import Foundation
+import Catalog
+import Hypervisor
+import StreamBoot
+import StreamServer
+import StreamClient
 
 /// A WAN emulator for benchmarks: a TCP proxy on loopback that forwards every connection to an
 /// upstream server through a bottleneck of `rateBitsPerSecond` with `rttSeconds` of round-trip

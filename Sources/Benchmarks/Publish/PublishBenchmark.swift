@@ -1,5 +1,9 @@
 import Catalog
 import Foundation
+import Hypervisor
+import StreamBoot
+import StreamServer
+import StreamClient
 import Logging
 
 /// Publishes one appliance at several chunk sizes (and with and without a dictionary) into scratch

@@ -1,4 +1,9 @@
 import Foundation
+import Catalog
+import Hypervisor
+import StreamBoot
+import StreamServer
+import StreamClient
 
 /// Debian's nginx serving a catalogue directory on loopback with cleartext HTTP/2 (prior knowledge),
 /// or HTTP/2 over TLS when given a certificate, started from a generated configuration in its own

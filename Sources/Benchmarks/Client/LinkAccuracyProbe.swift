@@ -1,4 +1,9 @@
 import Foundation
+import Catalog
+import Hypervisor
+import StreamBoot
+import StreamServer
+import StreamClient
 
 /// Measures what a `ShapingProxy` actually delivers, so benchmark figures can be read against the
 /// emulated link rather than its nominal settings: a private TCP source behind the proxy echoes one

@@ -3,10 +3,10 @@ import Testing
 
 /// Runs every job on a thread of its own: tests that block (a VM run, waiting for a vCPU stuck in a
 /// userfaultfd fault) then never hold one of the cooperative pool's threads.
-final class ThreadPerJobExecutor: TaskExecutor, @unchecked Sendable {
-    static let shared = ThreadPerJobExecutor()
+public final class ThreadPerJobExecutor: TaskExecutor, @unchecked Sendable {
+    public static let shared = ThreadPerJobExecutor()
 
-    func enqueue(_ job: UnownedJob) {
+    public func enqueue(_ job: UnownedJob) {
         let thread = Thread { job.runSynchronously(on: self.asUnownedTaskExecutor()) }
         thread.stackSize = 8 << 20
         thread.start()
@@ -17,15 +17,17 @@ final class ThreadPerJobExecutor: TaskExecutor, @unchecked Sendable {
 /// CI host). swift-testing runs synchronous tests on that pool too; two VM-booting tests there
 /// blocked every other test's async work, and the in-process servers of other suites closed their
 /// starved clients' connections as idle.
-struct OffCooperativePool: SuiteTrait, TestTrait, TestScoping {
-    var isRecursive: Bool { true }
+public struct OffCooperativePool: SuiteTrait, TestTrait, TestScoping {
+    public var isRecursive: Bool { true }
 
-    func provideScope(for test: Test, testCase: Test.Case?,
+    public init() {}
+
+    public func provideScope(for test: Test, testCase: Test.Case?,
                       performing function: @Sendable () async throws -> Void) async throws {
         try await withTaskExecutorPreference(ThreadPerJobExecutor.shared) { try await function() }
     }
 }
 
 extension Trait where Self == OffCooperativePool {
-    static var offCooperativePool: Self { Self() }
+    public static var offCooperativePool: Self { Self() }
 }

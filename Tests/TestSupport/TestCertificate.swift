@@ -1,17 +1,15 @@
 import Foundation
+import Testing
 
 /// A throwaway self-signed certificate for 127.0.0.1 (openssl CLI), for https origins in tests.
-struct TestCertificate {
-    let certificate: String
-    let key: String
+public struct TestCertificate: Sendable {
+    public let certificate: String
+    public let key: String
 
-    /// Writes `cert.pem` and `key.pem` into `directory`; nil (with a visible message) without openssl.
-    static func make(in directory: String) async throws -> TestCertificate? {
-        let openssl = "/usr/bin/openssl"
-        guard FileManager.default.isExecutableFile(atPath: openssl) else {
-            print("SKIPPED: openssl is not installed; TLS variant not run")
-            return nil
-        }
+    /// Writes `cert.pem` and `key.pem` into `directory`. Tests that call it declare
+    /// `.enabled(if: HostTools.hasOpenSSL, …)`; without openssl this throws, it never passes silently.
+    public static func make(in directory: String) async throws -> TestCertificate {
+        let openssl = try #require(HostTools.openssl, "openssl is not installed (apt-get install openssl)")
         let certificate = "\(directory)/cert.pem", key = "\(directory)/key.pem"
         let status = try await offPool { () -> Int32 in
             let process = Process()

@@ -1,0 +1,29 @@
+import Foundation
+import Testing
+
+/// Peers that some tests run against, found on this host. A test that needs one declares it with
+/// `.enabled(if: HostTools.hasNginx, "…")`, so a missing peer is reported as a skip, never as a pass
+/// (`scripts/install-deps.sh` installs them all, so CI runs every such test).
+public enum HostTools {
+    public static let nginx = firstExecutable(["/usr/sbin/nginx", "/usr/bin/nginx"])
+    public static let openssl = firstExecutable(["/usr/bin/openssl"])
+
+    public static var hasNginx: Bool { nginx != nil }
+    public static var hasOpenSSL: Bool { openssl != nil }
+
+    private static func firstExecutable(_ candidates: [String]) -> String? {
+        candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+}
+
+extension Trait where Self == ConditionTrait {
+    /// The test runs nginx as a real HTTP/2 peer.
+    public static var needsNginx: Self {
+        .enabled(if: HostTools.hasNginx, "nginx is not installed (apt-get install nginx-light): real-peer test skipped")
+    }
+
+    /// The test makes a TLS certificate with the openssl tool.
+    public static var needsOpenSSL: Self {
+        .enabled(if: HostTools.hasOpenSSL, "openssl is not installed: TLS test skipped")
+    }
+}
