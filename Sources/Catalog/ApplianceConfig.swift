@@ -1,3 +1,5 @@
+import Foundation
+
 /// `appliance.json`: what an appliance is called and how to start it. Published inside its manifest,
 /// so a client learns the boot settings from the same signed chain as the bytes.
 public struct ApplianceConfig: Codable, Sendable, Equatable {
@@ -11,8 +13,8 @@ public struct ApplianceConfig: Codable, Sendable, Equatable {
     public var kernelCommandLine: String?
     /// The console line that says the appliance is ready for use.
     public var readyMarker: String
-    /// How the kernel artifact is entered: "linux" (bzImage or ELF vmlinux) or "flat" (a raw ring-0 test guest).
-    public var kernelFormat: String?
+    /// How the kernel artifact is entered; absent means `.linux`.
+    public var kernelFormat: KernelFormat?
 
     public static let defaultReadyMarker = "STREAMVM-READY"
     /// Limits that keep a hostile appliance.json from asking for absurd resources.
@@ -21,7 +23,7 @@ public struct ApplianceConfig: Codable, Sendable, Equatable {
 
     public init(name: String, version: String, description: String? = nil, memoryMiB: Int, vcpus: Int,
                 kernelCommandLine: String? = nil, readyMarker: String = ApplianceConfig.defaultReadyMarker,
-                kernelFormat: String? = nil) {
+                kernelFormat: KernelFormat? = nil) {
         self.name = name
         self.version = version
         self.description = description
@@ -45,9 +47,39 @@ public struct ApplianceConfig: Codable, Sendable, Equatable {
         guard !readyMarker.isEmpty, readyMarker.utf8.count <= 256 else {
             throw CatalogError.malformed(file: file, problem: "readyMarker must be 1 to 256 bytes")
         }
-        if let kernelFormat, !["linux", "flat"].contains(kernelFormat) {
-            throw CatalogError.malformed(file: file, problem: "kernelFormat '\(kernelFormat)' is not 'linux' or 'flat'")
+    }
+
+    /// The file name inside an appliance directory.
+    public static let fileName = "appliance.json"
+    /// appliance.json is a few hundred bytes; anything over this is not one.
+    public static let maximumFileBytes = 1 << 20
+
+    /// Reads and validates `<directory>/appliance.json`. Every failure is one sentence naming the file
+    /// and the problem ("…/appliance.json: missing field readyMarker"), never a Foundation dump.
+    public static func load(directory: String) throws -> ApplianceConfig {
+        let path = (directory.hasSuffix("/") ? String(directory.dropLast()) : directory) + "/" + fileName
+        var info = stat()
+        guard stat(directory, &info) == 0 else {
+            throw CatalogError.io(path: directory, errno: errno)
         }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else { throw CatalogError.io(path: directory, errno: ENOTDIR) }
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw CatalogError.io(path: path, errno: errno) }
+        defer { try? handle.close() }
+        let data = try handle.read(upToCount: maximumFileBytes + 1) ?? Data()
+        guard data.count <= maximumFileBytes else { throw CatalogError.tooLarge(file: path, size: data.count, limit: maximumFileBytes) }
+        return try decode(data, file: path)
+    }
+
+    /// Decodes and validates appliance.json bytes; `file` names the source in errors.
+    public static func decode(_ data: Data, file: String) throws -> ApplianceConfig {
+        let config: ApplianceConfig
+        do {
+            config = try JSONDecoder().decode(ApplianceConfig.self, from: data)
+        } catch {
+            throw CatalogError.malformed(file: file, problem: DecodingProblem.describe(error))
+        }
+        try config.validate(file: file)
+        return config
     }
 
     /// Names and versions appear in URLs and file names: letters, digits, '.', '_', '-', 1 to 64 of them,
@@ -60,5 +92,22 @@ public struct ApplianceConfig: Codable, Sendable, Equatable {
         guard allowed, (1...64).contains(value.utf8.count), !value.hasPrefix(".") else {
             throw CatalogError.malformed(file: file, problem: "\(what) '\(value.prefix(80))' must be 1-64 of [A-Za-z0-9._-], not starting with '.'")
         }
+    }
+}
+
+/// How a kernel artifact is entered.
+public enum KernelFormat: String, Codable, Sendable, CaseIterable {
+    /// A Linux bzImage or ELF vmlinux (PVH or 64-bit entry).
+    case linux
+    /// A raw ring-0 image loaded at 1 MiB (the test guest).
+    case flat
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let format = KernelFormat(rawValue: text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath,
+                                                    debugDescription: "'\(text.prefix(40))' is not one of \(KernelFormat.allCases.map(\.rawValue).joined(separator: ", "))"))
+        }
+        self = format
     }
 }

@@ -1,7 +1,6 @@
 /// Why `streamvm boot` could not start or finish an appliance, each with what a user can do.
 public enum StreamBootError: Error, CustomStringConvertible, Sendable {
     case invalidSnapshot(String)
-    case unsupportedKernelFormat(String)
     case missingKernel(appliance: String)
     case invalidResources(String)
     case diskUnavailable(String)
@@ -10,8 +9,6 @@ public enum StreamBootError: Error, CustomStringConvertible, Sendable {
         switch self {
         case .invalidSnapshot(let problem):
             return "cannot resume the published snapshot: \(problem)"
-        case .unsupportedKernelFormat(let format):
-            return "kernelFormat '\(format.prefix(40))' is not supported (use linux or flat)"
         case .missingKernel(let appliance):
             return "\(appliance) has no kernel artifact; stream-boot needs one"
         case .invalidResources(let problem):

@@ -123,10 +123,9 @@ public final class StreamBootSession: @unchecked Sendable {
         } else {
             guard manifest.artifact(.kernel) != nil else { throw StreamBootError.missingKernel(appliance: resolved.name) }
             let kernel = try await readWhole(.kernel, manifest: manifest)
-            switch config.kernelFormat ?? "linux" {
-            case "flat": image = .flat(kernel)
-            case "linux": image = .linux(kernel: kernel, initrd: manifest.artifact(.initrd) == nil ? nil : try await readWhole(.initrd, manifest: manifest))
-            case let other: throw StreamBootError.unsupportedKernelFormat(other)
+            switch config.kernelFormat ?? .linux {
+            case .flat: image = .flat(kernel)
+            case .linux: image = .linux(kernel: kernel, initrd: manifest.artifact(.initrd) == nil ? nil : try await readWhole(.initrd, manifest: manifest))
             }
         }
 

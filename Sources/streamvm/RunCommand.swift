@@ -58,14 +58,7 @@ struct RunCommand: ParsableCommand {
 
     func run() throws {
         let directory = URL(fileURLWithPath: appliance)
-        let configPath = directory.appendingPathComponent("appliance.json").path
-        let config: ApplianceConfig
-        do {
-            config = try JSONDecoder().decode(ApplianceConfig.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
-            try config.validate(file: configPath)
-        } catch {
-            throw ValidationError("cannot use \(configPath): \(error)")
-        }
+        let config = try ApplianceConfig.load(directory: appliance)
         let memoryMiB = memory ?? config.memoryMiB
         let vcpuCount = vcpus ?? config.vcpus
         guard (2...ApplianceConfig.maximumMemoryMiB).contains(memoryMiB) else { throw ValidationError("--memory must be 2...\(ApplianceConfig.maximumMemoryMiB) MiB") }
@@ -78,7 +71,7 @@ struct RunCommand: ParsableCommand {
         guard let kernelPath = artifact(.kernel) else { throw ValidationError("\(appliance) has no kernel") }
         let kernel = Array(try Data(contentsOf: URL(fileURLWithPath: kernelPath)))
         let image: BootImage
-        if config.kernelFormat == "flat" {
+        if config.kernelFormat == .flat {
             image = .flat(kernel)
         } else {
             image = .linux(kernel: kernel, initrd: try artifact(.initrd).map { Array(try Data(contentsOf: URL(fileURLWithPath: $0))) })

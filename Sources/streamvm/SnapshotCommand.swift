@@ -56,13 +56,7 @@ struct ApplianceSetup {
 
     init(directory path: String) throws {
         directory = URL(fileURLWithPath: path)
-        let configPath = directory.appendingPathComponent("appliance.json").path
-        do {
-            config = try JSONDecoder().decode(ApplianceConfig.self, from: Data(contentsOf: URL(fileURLWithPath: configPath)))
-            try config.validate(file: configPath)
-        } catch {
-            throw ValidationError("cannot use \(configPath): \(error)")
-        }
+        config = try ApplianceConfig.load(directory: path)
         let directory = self.directory
         func artifact(_ role: ArtifactRole) -> String? {
             let file = directory.appendingPathComponent(role.fileName).path
@@ -70,7 +64,7 @@ struct ApplianceSetup {
         }
         guard let kernelPath = artifact(.kernel) else { throw ValidationError("\(path) has no kernel") }
         let kernel = Array(try Data(contentsOf: URL(fileURLWithPath: kernelPath)))
-        if config.kernelFormat == "flat" {
+        if config.kernelFormat == .flat {
             image = .flat(kernel)
         } else {
             image = .linux(kernel: kernel, initrd: try artifact(.initrd).map { Array(try Data(contentsOf: URL(fileURLWithPath: $0))) })

@@ -19,15 +19,27 @@ struct StreamVM: AsyncParsableCommand {
         // printed, not when a 4 KiB buffer fills or the process exits.
         setvbuf(stdout, nil, _IOLBF, 0)
         LoggingSetup.bootstrap()
+        // Argument errors get ArgumentParser's message and the usage; errors while a command runs get
+        // one line naming the file or field (ErrorReport), never the usage banner.
+        var command: any ParsableCommand
         do {
-            var command = try parseAsRoot()
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
                 try command.run()
             }
-        } catch {
+        } catch let error as ExitCode {
             exit(withError: error)
+        } catch let error as CleanExit {
+            exit(withError: error)
+        } catch {
+            fputs("streamvm: \(ErrorReport.message(for: error))\n", stderr)
+            Glibc.exit(ExitCode.failure.rawValue)
         }
     }
 }

@@ -67,7 +67,7 @@ final class StreamBootFixture: @unchecked Sendable {
             try Data(Self.distinctBlocks(bytes: sectors * 512)).write(to: URL(fileURLWithPath: appliance + "/disk.img"))
         }
         let config = ApplianceConfig(name: name, version: "1", memoryMiB: 64, vcpus: 1, kernelCommandLine: commandLine,
-                                     readyMarker: "STREAMVM-READY", kernelFormat: "flat")
+                                     readyMarker: "STREAMVM-READY", kernelFormat: .flat)
         try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: appliance + "/appliance.json"))
         if snapshot { snapshotChecksum = try Self.snapshot(appliance: appliance, config: config) }
         try beforePublish(appliance)
