@@ -163,7 +163,9 @@ struct SnapshotRestoreTests {
         return MachineSnapshot(format: MachineSnapshot.formatName, version: MachineSnapshot.currentVersion,
                                memorySize: pages * GuestMemory.pageSize, vcpuCount: 1, vcpus: [vcpu],
                                platform: PlatformState(irqchips: chips, pit: zeros(kvm_pit_state2.self), clock: zeros(kvm_clock_data.self)),
-                               devices: .init(serial: Serial8250.State(), virtio: []),
+                               devices: [DeviceStateRecord(id: "serial0", kind: "serial8250", state: String(decoding: try! JSONEncoder().encode(Serial8250.State()), as: UTF8.self))],
+                               disks: [DiskReference(device: "virtio-blk0", size: 1 << 20, readOnly: false,
+                                                     backend: BlockBackendReference(kind: "raw-file", path: "/images/disk.img"))],
                                memory: .init(size: pages * GuestMemory.pageSize, pageSize: GuestMemory.pageSize, dataPages: 1, pageDigests: digests))
     }
 
@@ -172,6 +174,27 @@ struct SnapshotRestoreTests {
         let data = try snapshot.encoded()
         #expect(try MachineSnapshot.decode(data) == snapshot)
         #expect(try snapshot.encoded() == data, "encoding is deterministic")
+    }
+
+    /// Version 1 kept a serial UART and a virtio array; it still loads, as per-device records under
+    /// the ids today's machines register (serial0, virtio-blk0, ...).
+    @Test func versionOneDeviceStateIsReadAsRecordsKeyedByDeviceID() throws {
+        var object = try #require(try JSONSerialization.jsonObject(with: Self.sampleSnapshot().encoded()) as? [String: Any])
+        let encoder = JSONEncoder()
+        var serial = Serial8250.State()
+        serial.scratch = 0x5a
+        let transport = VirtioMMIOTransport.State(queues: [Virtqueue(maximumSize: 256)])
+        object["version"] = 1
+        object["devices"] = ["serial": try JSONSerialization.jsonObject(with: encoder.encode(serial)),
+                             "virtio": [try JSONSerialization.jsonObject(with: encoder.encode(transport))]]
+        object.removeValue(forKey: "disks")
+        let legacy = try MachineSnapshot.decode(try JSONSerialization.data(withJSONObject: object))
+        #expect(legacy.version == 1)
+        #expect(legacy.devices.map(\.id) == ["serial0", "virtio-blk0"])
+        #expect(legacy.devices.map(\.kind) == ["serial8250", "virtio-mmio/2"])
+        #expect(try JSONDecoder().decode(Serial8250.State.self, from: Data(legacy.devices[0].state.utf8)) == serial)
+        #expect(try JSONDecoder().decode(VirtioMMIOTransport.State.self, from: Data(legacy.devices[1].state.utf8)) == transport)
+        #expect(legacy.disks.isEmpty)
     }
 
     @Test func truncatedOrDamagedStateGivesAClearError() throws {
@@ -188,9 +211,10 @@ struct SnapshotRestoreTests {
     @Test func wrongVersionSizesAndCountsAreRefusedWithTheReason() throws {
         var newer = Self.sampleSnapshot()
         newer.version = MachineSnapshot.currentVersion + 1
-        #expect(throws: HypervisorError.invalidSnapshot("format version \(newer.version); this streamvm reads version \(MachineSnapshot.currentVersion) (re-create the snapshot with this version)")) {
+        #expect(throws: HypervisorError.invalidSnapshot("format version \(newer.version); this streamvm reads versions 1-\(MachineSnapshot.currentVersion) (re-create the snapshot with this version)")) {
             try newer.validate()
         }
+        #expect { _ = try MachineSnapshot.decode(try newer.encoded()) } throws: { "\($0)".contains("format version \(newer.version)") }
         var shortRegisters = Self.sampleSnapshot()
         shortRegisters.vcpus[0].registers = Data(count: 10)
         #expect { try shortRegisters.validate() } throws: { "\($0)".contains("vcpu 0 registers is 10 bytes") }

@@ -4,6 +4,7 @@
 #   $OUT/appliance-hello/     appliance directory: `streamvm run $OUT/appliance-hello`
 #   $OUT/appliance-blk/       the same with a patterned disk.img for the virtio-blk test
 #   $OUT/appliance-snapshot/  mode=snapshot: `streamvm snapshot --at-ready` then `streamvm run` resumes it
+#   $OUT/appliance-ticker/    mode=ticker: runs until stopped; pause, snapshot and resume it at any moment
 # Usage: appliances/testguest/build.sh [OUT]   (default: .build-appliances/testguest)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,7 +20,7 @@ mv "$out/testguest.bin.tmp" "$out/testguest.bin"
 
 # Appliance directories for `streamvm run` (appliance.json + kernel [+ disk.img]).
 gcc -O2 -Wall -o "$out/mkdisk" "$here/mkdisk.c"
-for mode in hello blk snapshot; do
+for mode in hello blk snapshot ticker; do
     dir="$out/appliance-$mode"
     mkdir -p "$dir"
     cp "$out/testguest.bin" "$dir/kernel"

@@ -11,6 +11,14 @@
  *                 each phase between BENCH-... lines the VMM timestamps
  *   mode=acpi     find the ACPI tables and power off through the FADT sleep control register
  *   mode=spin     print STREAMVM-READY, then spin forever (for host-side stop and timeout tests)
+ *   mode=smp      start every AP listed in the MADT (INIT-SIPI-SIPI, real-mode trampoline into long
+ *                 mode), then every CPU fills and verifies its own `kib=K` KiB region for `rounds=R`
+ *                 rounds, counting each round with lock xadd and meeting the others at a barrier;
+ *                 prints `smp result: cpus … rounds … counter … errors …`
+ *   mode=ticker   run until stopped: rewrite `mib=N` MiB (default 4) from 8 MiB round after round,
+ *                 verifying the previous round's words before overwriting them, print `ticker round …
+ *                 checksum …` every `every=K` rounds (READY after the first); on a STREAMVM-RESUMED
+ *                 console line verify the whole region and print `memory intact` or the first bad address
  *   mode=snapshot fill `mib=N` MiB (default 16) from 8 MiB with page patterns (`words=W` words per page,
  *                 default 8; every 4th page zero), print
  *                 their checksum and STREAMVM-READY (where `streamvm snapshot --at-ready` pauses); then
@@ -503,6 +511,226 @@ static int hostile_test(void) {
     return failures;
 }
 
+/* ---- SMP: every AP started with INIT-SIPI-SIPI, work on every CPU in parallel ---- */
+#define AP_TRAMPOLINE 0x10000ul     /* SIPI vector 0x10: the AP starts at 0x1000:0000 */
+#define SMP_SHARED 0x30000ul        /* shared counters at a fixed address the host may read */
+#define SMP_REGION_BASE (16ul << 20)
+#define SMP_MAX_CPUS 16
+#define LAPIC_BASE 0xfee00000ul
+#define LAPIC_SVR 0x0f0
+#define LAPIC_ICR_LOW 0x300
+#define LAPIC_ICR_HIGH 0x310
+#define ICR_ALL_EXCLUDING_SELF (3u << 18) /* destination shorthand (SDM Vol. 3A §10.6.1) */
+#define ICR_ASSERT (1u << 14)
+#define ICR_INIT (5u << 8)
+#define ICR_STARTUP (6u << 8)
+#define ICR_PENDING (1u << 12)
+
+/* Host-visible layout at SMP_SHARED: the test reads `counter` while the machine is paused. */
+struct smp_shared {
+    volatile u64 counter;      /* lock xadd by every CPU once per round */
+    volatile u64 started;      /* APs that reached ap_main */
+    volatile u64 go;           /* BSP: start working */
+    volatile u64 arrived;      /* barrier */
+    volatile u64 generation;   /* barrier */
+    volatile u64 errors;
+    volatile u64 done;
+    volatile u64 cpus, rounds, pages;
+};
+#define SHARED ((struct smp_shared *)SMP_SHARED)
+
+extern char ap_trampoline_start[], ap_trampoline_end[];
+
+static u64 xadd(volatile u64 *target, u64 value) {
+    __asm__ volatile("lock xaddq %0, %1" : "+r"(value), "+m"(*target) : : "memory");
+    return value;
+}
+static void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+
+/* Processor Local APIC entries (type 0, enabled) in the MADT (ACPI 6.4 §5.2.12). */
+static u64 count_cpus(void) {
+    const u8 *rsdp = 0;
+    for (u64 a = 0xe0000; a < 0x100000; a += 16) if (starts_with((const char *)a, "RSD PTR ")) { rsdp = (const u8 *)a; break; }
+    if (!rsdp) return 0;
+    const u8 *xsdt = (const u8 *)*(const u64 *)(rsdp + 24);
+    u32 length = *(const u32 *)(xsdt + 4);
+    for (u32 offset = 36; offset + 8 <= length; offset += 8) {
+        const u8 *table = (const u8 *)*(const u64 *)(xsdt + offset);
+        if (!starts_with((const char *)table, "APIC")) continue;
+        u32 table_length = *(const u32 *)(table + 4);
+        u64 cpus = 0;
+        for (u32 at = 44; at + 2 <= table_length && table[at + 1] >= 2; at += table[at + 1]) {
+            if (table[at] == 0 && (*(const u32 *)(table + at + 4) & 1)) cpus++;
+        }
+        return cpus;
+    }
+    return 0;
+}
+
+static u64 smp_word(u64 cpu, u64 round, u64 page, u64 w) { return page_word(page + cpu * 0x10000ul, w) ^ (round * 0x9e3779b97f4a7c15ul); }
+
+static void smp_barrier(void) {
+    u64 generation = SHARED->generation;
+    if (xadd(&SHARED->arrived, 1) == SHARED->cpus - 1) {
+        SHARED->arrived = 0;
+        barrier();
+        SHARED->generation = generation + 1;
+    } else {
+        while (SHARED->generation == generation) cpu_relax();
+    }
+}
+
+/* Each CPU fills its own region with a per-round pattern, verifies it, counts the round with
+ * lock xadd, and meets the others at a barrier: no CPU runs ahead of the rest by a round. */
+static void smp_work(u64 cpu) {
+    u64 pages = SHARED->pages;
+    volatile u64 *base = (volatile u64 *)(SMP_REGION_BASE + cpu * pages * 4096);
+    for (u64 round = 1; round <= SHARED->rounds; round++) {
+        for (u64 p = 0; p < pages; p++)
+            for (u64 w = 0; w < 512; w += 64) base[p * 512 + w] = smp_word(cpu, round, p, w);
+        u64 bad = 0;
+        for (u64 p = 0; p < pages; p++)
+            for (u64 w = 0; w < 512; w += 64) if (base[p * 512 + w] != smp_word(cpu, round, p, w)) bad++;
+        if (bad) xadd(&SHARED->errors, bad);
+        xadd(&SHARED->counter, 1);
+        smp_barrier();
+    }
+    xadd(&SHARED->done, 1);
+}
+
+void ap_main(u64 index) {
+    xadd(&SHARED->started, 1);
+    while (!SHARED->go) cpu_relax();
+    if (index < SHARED->cpus) smp_work(index);
+}
+
+static void lapic_write(u32 offset, u32 value) { mmio_write32(LAPIC_BASE + offset, value); }
+static void lapic_wait_idle(void) { for (int i = 0; i < 100000 && (mmio_read32(LAPIC_BASE + LAPIC_ICR_LOW) & ICR_PENDING); i++) cpu_relax(); }
+static void short_delay(void) { for (volatile int i = 0; i < 10000; i++) {} }
+
+static int smp_test(const char *cmdline, u64 ram_size) {
+    u64 cpus = count_cpus();
+    u64 rounds = parse_number(argument(cmdline, "rounds"), 20);
+    u64 kib = parse_number(argument(cmdline, "kib"), 64);
+    u64 pages = kib / 4 ? kib / 4 : 1;
+    puts_serial("smp: cpus in MADT "); put_hex(cpus); puts_serial("\n");
+    if (cpus == 0 || cpus > SMP_MAX_CPUS) { check(0, "MADT lists 1-16 CPUs"); return failures; }
+    if (SMP_REGION_BASE + cpus * pages * 4096 > ram_size) { check(0, "per-CPU regions fit in RAM"); return failures; }
+    memset_guest((void *)SMP_SHARED, 0, sizeof(struct smp_shared));
+    SHARED->cpus = cpus;
+    SHARED->rounds = rounds;
+    SHARED->pages = pages;
+    u8 *trampoline = (u8 *)AP_TRAMPOLINE;
+    for (u64 i = 0; i < (u64)(ap_trampoline_end - ap_trampoline_start); i++) trampoline[i] = (u8)ap_trampoline_start[i];
+    barrier();
+    if (cpus > 1) {
+        lapic_write(LAPIC_SVR, 0x1ff); /* software-enable the local APIC, spurious vector 0xff */
+        lapic_write(LAPIC_ICR_HIGH, 0);
+        lapic_write(LAPIC_ICR_LOW, ICR_ALL_EXCLUDING_SELF | ICR_ASSERT | ICR_INIT);
+        lapic_wait_idle();
+        short_delay();
+        for (int sipi = 0; sipi < 2; sipi++) {
+            lapic_write(LAPIC_ICR_HIGH, 0);
+            lapic_write(LAPIC_ICR_LOW, ICR_ALL_EXCLUDING_SELF | ICR_STARTUP | (u32)(AP_TRAMPOLINE >> 12));
+            lapic_wait_idle();
+            short_delay();
+        }
+        for (u64 spins = 0; SHARED->started < cpus - 1 && spins < 2000000000ul; spins++) cpu_relax();
+    }
+    puts_serial("smp: application processors started "); put_hex(SHARED->started); puts_serial("\n");
+    if (SHARED->started != cpus - 1) { check(0, "every AP started"); return failures; }
+    SHARED->go = 1;
+    smp_work(0);
+    while (SHARED->done < cpus) cpu_relax();
+    /* Every region holds its CPU's last round, seen from the BSP. */
+    u64 bad = 0;
+    for (u64 cpu = 0; cpu < cpus; cpu++) {
+        volatile u64 *base = (volatile u64 *)(SMP_REGION_BASE + cpu * pages * 4096);
+        for (u64 p = 0; p < pages; p++)
+            for (u64 w = 0; w < 512; w += 64) if (base[p * 512 + w] != smp_word(cpu, rounds, p, w)) bad++;
+    }
+    puts_serial("smp result: cpus "); put_hex(cpus); puts_serial(" rounds "); put_hex(rounds);
+    puts_serial(" counter "); put_hex(SHARED->counter); puts_serial(" errors "); put_hex(SHARED->errors + bad); puts_serial("\n");
+    check(SHARED->counter == cpus * rounds && SHARED->errors == 0 && bad == 0, "every CPU did every round correctly");
+    return failures;
+}
+
+/* ---- ticker: runs until stopped, rewriting a region; verifies it when told it was resumed ---- */
+#define TICKER_BASE (8ul << 20)
+#define TICKER_POLL_PAGES 64
+static u64 ticker_pages;
+/* Round being written, and the next page to write in it: pages below `ticker_page` hold round
+ * `ticker_round`, the rest round `ticker_round - 1` (round 0: zeros, never written). */
+static volatile u64 ticker_round, ticker_page;
+static char ticker_line[64];
+static u64 ticker_line_length;
+
+static u64 ticker_word(u64 round, u64 page, u64 w) { return round == 0 ? 0 : page_word(page ^ (round << 20), w) ^ round; }
+
+/* Address of the first word that differs from what the current position says, or 0. */
+static u64 ticker_first_bad(void) {
+    for (u64 p = 0; p < ticker_pages; p++) {
+        u64 round = p < ticker_page ? ticker_round : ticker_round - 1;
+        const volatile u64 *words = (const volatile u64 *)(TICKER_BASE + p * 4096);
+        for (u64 w = 0; w < 512; w += word_step()) if (words[w] != ticker_word(round, p, w)) return (u64)&words[w];
+    }
+    return 0;
+}
+
+/* Reads console input; on a STREAMVM-RESUMED line checks the whole region and says so. */
+static void ticker_poll_console(void) {
+    while (inb(COM1_LSR) & 1) {
+        char c = (char)inb(COM1);
+        if (c != '\n' && c != '\r') {
+            if (ticker_line_length < sizeof ticker_line - 1) ticker_line[ticker_line_length++] = c;
+            continue;
+        }
+        ticker_line[ticker_line_length] = 0;
+        ticker_line_length = 0;
+        if (!starts_with(ticker_line, "STREAMVM-RESUMED")) continue;
+        u64 bad = ticker_first_bad();
+        puts_serial("ticker resumed at round "); put_hex(ticker_round); puts_serial(" page "); put_hex(ticker_page);
+        if (bad) { puts_serial(": memory DAMAGED at "); put_hex(bad); puts_serial("\n"); }
+        else puts_serial(": memory intact\n");
+    }
+}
+
+static int ticker(const char *cmdline, u64 ram_size) {
+    u64 mib = parse_number(argument(cmdline, "mib"), 4);
+    u64 every = parse_number(argument(cmdline, "every"), 1);
+    u64 words = parse_number(argument(cmdline, "words"), 8);
+    words_per_page = (words == 0 || words > 512 || 512 % words) ? 8 : words;
+    ticker_pages = mib * 256;
+    if (ticker_pages == 0 || TICKER_BASE + ticker_pages * 4096 > ram_size || TICKER_BASE + ticker_pages * 4096 > 0xc0000000ul) {
+        check(0, "ticker region fits in low RAM");
+        return failures;
+    }
+    if (every == 0) every = 1;
+    u64 damaged = 0;
+    for (;;) {
+        ticker_page = 0;
+        ticker_round++;
+        u64 sum = 0;
+        for (u64 p = 0; p < ticker_pages; p++) {
+            if (p % TICKER_POLL_PAGES == 0) ticker_poll_console();
+            volatile u64 *page = (volatile u64 *)(TICKER_BASE + p * 4096);
+            for (u64 w = 0; w < 512; w += word_step()) {
+                if (page[w] != ticker_word(ticker_round - 1, p, w) && !damaged) {
+                    damaged = 1;
+                    puts_serial("ticker FAIL: round "); put_hex(ticker_round - 1); puts_serial(" changed at "); put_hex((u64)&page[w]); puts_serial("\n");
+                }
+                u64 value = ticker_word(ticker_round, p, w);
+                page[w] = value;
+                sum = (sum ^ value) * 0x100000001b3ul + p;
+            }
+            ticker_page = p + 1;
+        }
+        if (ticker_round % every == 0) { puts_serial("ticker round "); put_hex(ticker_round); puts_serial(" checksum "); put_hex(sum); puts_serial("\n"); }
+        if (ticker_round == 1) puts_serial("STREAMVM-READY\n");
+    }
+    return failures;
+}
+
 /* ---- CPU events ---- */
 struct idt_entry { u16 offset_low; u16 selector; u8 ist; u8 type; u16 offset_mid; u32 offset_high; u32 zero; };
 static struct idt_entry idt[32] __attribute__((aligned(16)));
@@ -577,6 +805,10 @@ u64 guest_main(const char *cmdline, u64 ram_size) {
         result = snapshot_test(cmdline, ram_size);
     } else if (word_is(mode, "memreplay")) {
         result = memory_replay(cmdline, ram_size);
+    } else if (word_is(mode, "smp")) {
+        result = smp_test(cmdline, ram_size);
+    } else if (word_is(mode, "ticker")) {
+        result = ticker(cmdline, ram_size);
     } else if (word_is(mode, "spin")) {
         puts_serial("STREAMVM-READY\n");
         for (;;) __asm__ volatile("pause");

@@ -13,6 +13,9 @@ public enum HypervisorError: Error, CustomStringConvertible, Sendable, Equatable
     case ioFailed(String)
     /// A snapshot (vmstate.json / memory.img) that is damaged, truncated, or from another format version.
     case invalidSnapshot(String)
+    /// A lifecycle request the machine's current state does not allow (pause while not running,
+    /// snapshot while running, ...).
+    case invalidState(String)
 
     public var description: String {
         switch self {
@@ -34,6 +37,8 @@ public enum HypervisorError: Error, CustomStringConvertible, Sendable, Equatable
             return "I/O failed: \(problem)"
         case let .invalidSnapshot(problem):
             return "unusable snapshot: \(problem)"
+        case let .invalidState(problem):
+            return "not possible now: \(problem)"
         }
     }
 }

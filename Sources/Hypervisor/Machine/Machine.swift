@@ -4,70 +4,28 @@ import Foundation
 import Glibc
 import Logging
 
-/// Everything needed to start a VM.
-public struct MachineConfiguration: Sendable {
-    public var memorySize: Int
-    public var vcpuCount: Int
-    public var image: BootImage
-    public var commandLine: String
-    /// One virtio-blk device per backend, in order (Linux names them vda, vdb, ...).
-    public var disks: [any BlockBackend]
-    public var readyMarker: String
-    /// Also name virtio-mmio devices on the Linux command line (`virtio_mmio.device=`), for kernels
-    /// built without ACPI; they are always described in the ACPI DSDT.
-    public var announceVirtioOnCommandLine: Bool
-    /// Receives every byte the guest writes to its serial console.
-    public var consoleOutput: @Sendable (UInt8) -> Void
-    /// Resume this saved machine instead of booting (`image` and `commandLine` are then not used).
-    public var restore: RestorePlan?
-    /// Stop the run (as `.stopRequested`) on the vCPU that printed the ready marker, before the guest
-    /// runs on: how `streamvm snapshot --at-ready` pauses at exactly that point.
-    public var pauseAtReady: Bool
-    /// Serve virtio queue notifications on I/O threads through ioeventfds and raise virtio
-    /// interrupts through irqfds, when the host's KVM offers both (see `QueueDoorbell`).
-    public var useEventFDs = true
-
-    public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage, commandLine: String = "",
-                disks: [any BlockBackend] = [], readyMarker: String = "STREAMVM-READY",
-                announceVirtioOnCommandLine: Bool = true, consoleOutput: @escaping @Sendable (UInt8) -> Void = { _ in },
-                restore: RestorePlan? = nil, pauseAtReady: Bool = false) {
-        self.restore = restore
-        self.pauseAtReady = pauseAtReady
-        self.memorySize = memorySize
-        self.vcpuCount = vcpuCount
-        self.image = image
-        self.commandLine = commandLine
-        self.disks = disks
-        self.readyMarker = readyMarker
-        self.announceVirtioOnCommandLine = announceVirtioOnCommandLine
-        self.consoleOutput = consoleOutput
-    }
-}
-
-/// Moments in a machine's life, for benchmarks (`streamvm bench vmm`).
-public struct BootTiming: Sendable {
-    /// When `Machine.init` began (VMM start).
-    public var created: ContinuousClock.Instant
-    /// When the boot vCPU first left the guest: the guest has run its first instructions.
-    public var firstExit: ContinuousClock.Instant?
-    /// When the console first printed the ready marker.
-    public var ready: ContinuousClock.Instant?
-}
-
-/// A running VM: guest RAM, vCPU threads, devices, and the stop logic that ends a run.
+/// A VM: guest RAM, vCPU threads, devices, and the lifecycle (start, pause, resume, stop) that
+/// drives them. `Machine.init` creates the VM and hands device assembly to a `DeviceManager`;
+/// the lifecycle lives in Machine+Lifecycle.swift, snapshots in Snapshot/Machine+Snapshot.swift.
 public final class Machine: @unchecked Sendable {
     /// Signal used only to interrupt a vCPU thread's KVM_RUN (its handler does nothing).
     static let kickSignal = SIGUSR2
-    /// How long `run` waits for vCPU threads to leave the guest after a stop.
+    /// How long `waitUntilStopped` waits for vCPU threads to leave the guest after a stop, and
+    /// `pause` for every vCPU to park.
     static let joinLimit: Duration = .seconds(10)
+    /// Device ids of the built-in devices (snapshot state is keyed by them).
+    static let serialDeviceID = "serial0"
+    static func diskDeviceID(_ index: Int) -> String { "virtio-blk\(index)" }
 
     public let configuration: MachineConfiguration
     public let memory: GuestMemory
     public let console: ConsoleMonitor
     public let serial: Serial8250
     public let blockDevices: [VirtioMMIOTransport]
+    /// Every device of this machine, with their windows, interrupts, metrics and snapshot state.
+    public let devices: DeviceManager
     /// ioeventfd-served queue notifications (empty when `useEventFDs` is off or unsupported).
-    let doorbells: [QueueDoorbell]
+    var doorbells: [QueueDoorbell] { devices.doorbells }
     let system: KVMSystem
     let virtualMachine: VirtualMachine
     let vcpus: [VCPU]
@@ -76,14 +34,29 @@ public final class Machine: @unchecked Sendable {
     /// Serves guest RAM from the snapshot when the machine was restored lazily.
     public let pageFaultHandler: PageFaultHandler?
 
-    private let stopReason = Locked<StopReason?>(nil)
-    private let stopped = DispatchSemaphore(value: 0)
-    private let threadsFinished = DispatchSemaphore(value: 0)
-    private let threadIDs: Locked<[pthread_t?]>
-    private let timingState: Locked<BootTiming>
-    private let started = Locked(false)
-    private let finishedRunning = Locked(false)
-    /// Whether `run` returned with every vCPU thread joined (the machine is paused for good).
+    let stopReason = Locked<StopReason?>(nil)
+    let stopped = DispatchSemaphore(value: 0)
+    let threadsFinished = DispatchSemaphore(value: 0)
+    let threadIDs: Locked<[pthread_t?]>
+    let timingState: Locked<BootTiming>
+    /// Pause handshake with the vCPU threads.
+    let parking: VCPUParking
+    /// Serialises start, pause, resume and snapshots (stop never waits for it).
+    let lifecycleLock = NSLock()
+    let phase = Locked(Phase.notStarted)
+    let startedAt = Locked<ContinuousClock.Instant?>(nil)
+    /// One exit counter set per vCPU.
+    let exitCounters: [ExitCounters]
+    /// Serialises joiners of the vCPU threads.
+    let joinLock = NSLock()
+    let finishedRunning = Locked(false)
+
+    /// Lifecycle phases before a stop; once a stop reason is set the machine is `.stopped`.
+    enum Phase {
+        case notStarted, running, paused
+    }
+
+    /// Whether every vCPU thread has been joined after a stop.
     var hasFinishedRunning: Bool { finishedRunning.withLock { $0 } }
 
     public var timing: BootTiming { timingState.withLock { $0 } }
@@ -105,6 +78,8 @@ public final class Machine: @unchecked Sendable {
         memory = try GuestMemory(size: configuration.memorySize)
         try virtualMachine.mapMemory(memory)
         threadIDs = Locked([pthread_t?](repeating: nil, count: configuration.vcpuCount))
+        parking = VCPUParking(vcpuCount: configuration.vcpuCount)
+        exitCounters = (0..<configuration.vcpuCount).map { _ in ExitCounters() }
 
         // Devices. Their callbacks reach the machine through a box filled in once `self` exists.
         let owner = MachineReference()
@@ -123,53 +98,20 @@ public final class Machine: @unchecked Sendable {
         let console = ConsoleMonitor(readyMarker: configuration.readyMarker, forward: configuration.consoleOutput,
                                      onReady: { owner.machine?.markReady() })
         self.console = console
-        let eventFDs = configuration.useEventFDs && virtualMachine.supportsEventFDs
-        let virtualMachine = virtualMachine
-        func interruptLine(_ gsi: UInt32) throws -> any InterruptLine {
-            eventFDs ? try EventFDInterruptLine(gsi: gsi, machine: virtualMachine) : IRQChipLine(gsi: gsi, machine: virtualMachine)
-        }
-        var doorbells: [QueueDoorbell] = []
-        // The UART raises its interrupt from the vCPU thread that wrote it: a direct KVM_IRQ_LINE is
-        // delivered before that vCPU re-enters, whereas an irqfd on an IOAPIC pin goes through a
-        // kernel work item.
-        serial = Serial8250(interrupt: IRQChipLine(gsi: Serial8250.com1IRQ, machine: virtualMachine),
-                            output: { console.receive($0) })
-        var ioBus = Bus()
-        try ioBus.insert(serial, at: Serial8250.com1Port, length: Serial8250.windowLength)
-        try ioBus.insert(I8042(requestReset: { owner.machine?.stop(.reboot) }), at: I8042.basePort, length: I8042.windowLength)
-        try ioBus.insert(SleepControl(requestPowerOff: { owner.machine?.stop(.powerOff(code: 0)) }),
-                         at: UInt64(ACPITables.sleepControlPort), length: SleepControl.windowLength)
-        try ioBus.insert(PowerOffPort(requestPowerOff: { owner.machine?.stop(.powerOff(code: $0)) }),
-                         at: PowerOffPort.port, length: PowerOffPort.windowLength)
-        var mmioBus = Bus()
-        var blockDevices: [VirtioMMIOTransport] = []
-        var commandLine = configuration.commandLine
-        var acpiDevices: [ACPITables.MMIODevice] = []
-        for (index, disk) in configuration.disks.enumerated() {
-            let address = GuestLayout.virtioMMIOBase + UInt64(index) * GuestLayout.virtioMMIOStride
-            let gsi = GuestLayout.virtioFirstGSI + UInt32(index)
-            let transport = VirtioMMIOTransport(device: VirtioBlock(backend: disk), memory: memory,
-                                                interrupt: try interruptLine(gsi), logger: logger)
-            try mmioBus.insert(transport, at: address, length: GuestLayout.virtioMMIOStride)
-            if eventFDs {
-                doorbells += try transport.device.queueMaximumSizes.indices.map {
-                    try QueueDoorbell(transport: transport, queueIndex: $0, windowAddress: address, machine: virtualMachine)
-                }
-            }
-            blockDevices.append(transport)
-            acpiDevices.append(ACPITables.MMIODevice(address: address, length: GuestLayout.virtioMMIOStride, gsi: gsi))
-            // Kernels with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES find the device from this parameter; others
-            // from the DSDT (ACPITables). A kernel that sees both logs one failed duplicate probe.
-            if case .linux = configuration.image, configuration.announceVirtioOnCommandLine {
-                commandLine += " virtio_mmio.device=4K@0x\(String(address, radix: 16)):\(gsi)"
-            }
-        }
-        self.blockDevices = blockDevices
-        self.doorbells = doorbells
-        dispatcher = ExitDispatcher(ioBus: ioBus, mmioBus: mmioBus)
+        let devices = DeviceManager(memory: memory, virtualMachine: virtualMachine, useEventFDs: configuration.useEventFDs, logger: logger,
+                                    stop: { owner.machine?.stop($0) })
+        // The UART raises its interrupt from the vCPU thread that wrote it (see `legacyInterrupt`).
+        serial = Serial8250(interrupt: devices.legacyInterrupt(gsi: Serial8250.com1IRQ), output: { console.receive($0) })
+        blockDevices = try Self.attachDevices(configuration, serial: serial, to: devices)
+        self.devices = devices
+        dispatcher = ExitDispatcher(ioBus: devices.ioBus, mmioBus: devices.mmioBus)
 
+        var commandLine = configuration.commandLine
+        if case .linux = configuration.image, configuration.announceVirtioOnCommandLine {
+            for word in devices.kernelCommandLineWords { commandLine += " " + word }
+        }
         let entry = configuration.restore != nil ? nil : try BootLoader.load(configuration.image, commandLine: commandLine, vcpuCount: configuration.vcpuCount,
-                                                                             virtioDevices: acpiDevices, into: memory)
+                                                                             virtioDevices: devices.acpiDevices, into: memory)
         try configuration.restore?.state.platform.apply(to: virtualMachine)
         let supported = try system.supportedCPUID()
         let policy = CPUIDPolicy(vcpuCount: configuration.vcpuCount)
@@ -190,10 +132,23 @@ public final class Machine: @unchecked Sendable {
         self.vcpus = vcpus
         owner.machine = self
         if let restore = configuration.restore {
-            try restoreDevices(restore.state.devices)
+            try restore.state.checkDisks(against: configuration.disks)
+            try devices.restoreStates(restore.state.devices)
             if !restore.consoleInputOnResume.isEmpty { serial.enqueueInput(restore.consoleInputOnResume) }
         }
         Self.installKickHandler()
+    }
+
+    /// Registers every device of `configuration` in order: the console UART, the platform control
+    /// ports, one virtio-blk per disk, then the configuration's own devices. Returns the disks' transports.
+    static func attachDevices(_ configuration: MachineConfiguration, serial: Serial8250, to devices: DeviceManager) throws -> [VirtioMMIOTransport] {
+        try devices.addPortDevice(serial, id: serialDeviceID, port: Serial8250.com1Port, length: Serial8250.windowLength)
+        try PlatformControlDevices().attach(to: devices)
+        let disks = try configuration.disks.enumerated().map { index, disk in
+            try devices.addVirtioDevice(VirtioBlock(backend: disk), id: diskDeviceID(index))
+        }
+        for device in configuration.devices { try device.attach(to: devices) }
+        return disks
     }
 
     /// Installs a do-nothing handler for the kick signal, without SA_RESTART, so a signal makes
@@ -218,64 +173,9 @@ public final class Machine: @unchecked Sendable {
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
-    /// Runs the guest until it stops or `timeout` passes; returns why it stopped. Call once.
-    public func run(timeout: Duration? = nil) -> StopReason {
-        let alreadyStarted = started.withLock { value -> Bool in
-            defer { value = true }
-            return value
-        }
-        guard !alreadyStarted else { return .failure("a machine can only be run once") }
-        doorbells.forEach { $0.start() }
-        defer { doorbells.forEach { $0.waitUntilStopped() } }
-        for vcpu in vcpus {
-            let thread = Thread { [self] in
-                Self.unblockKickSignal()
-                threadIDs.withLock { $0[vcpu.index] = pthread_self() }
-                runLoop(vcpu)
-                threadsFinished.signal()
-            }
-            thread.name = "vcpu\(vcpu.index)"
-            thread.stackSize = 1 << 20
-            thread.start()
-        }
-        if let timeout {
-            let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-            if stopped.wait(timeout: .now() + .nanoseconds(Int(min(nanoseconds, Int64(Int.max))))) == .timedOut {
-                stop(.timedOut)
-            }
-        } else {
-            stopped.wait()
-        }
-        // Join every vCPU thread, kicking until each has left KVM_RUN. The threads hold `self`, so
-        // guest memory outlives them even if one is wedged in the kernel past the join limit.
-        let joinDeadline = ContinuousClock.now + Self.joinLimit
-        for _ in vcpus {
-            while threadsFinished.wait(timeout: .now() + .milliseconds(100)) == .timedOut {
-                guard ContinuousClock.now < joinDeadline else {
-                    logger.error("a vCPU thread did not leave KVM_RUN within \(Self.joinLimit); returning without it")
-                    return stopReason.withLock { $0 } ?? .failure("stopped without a reason")
-                }
-                kickAll()
-            }
-        }
-        finishedRunning.withLock { $0 = true }
-        return stopReason.withLock { $0 } ?? .failure("stopped without a reason")
-    }
-
-    /// Ends the run with `reason` (the first reason wins). Safe from any thread, including signal-driven ones.
-    public func stop(_ reason: StopReason) {
-        let first = stopReason.withLock { current -> Bool in
-            guard current == nil else { return false }
-            current = reason
-            return true
-        }
-        guard first else { return }
-        kickAll()
-        doorbells.forEach { $0.stop() }
-        stopped.signal()
-    }
-
-    private func kickAll() {
+    /// Makes every vCPU leave KVM_RUN soon: `immediate_exit` for one about to enter, a signal for
+    /// one inside.
+    func kickAll() {
         let threads = threadIDs.withLock { $0 }
         for (index, vcpu) in vcpus.enumerated() {
             vcpu.requestImmediateExit()
@@ -284,7 +184,7 @@ public final class Machine: @unchecked Sendable {
     }
 
     /// One line per vCPU with its instruction pointer and mode registers, for a failure report.
-    /// Only meaningful after `run` returned (a running vCPU holds its registers).
+    /// Only meaningful while paused or after the run ended (a running vCPU holds its registers).
     public func describeVCPUs() -> String {
         vcpus.map { vcpu in
             guard let regs = try? vcpu.registers(), let sregs = try? vcpu.specialRegisters() else { return "vcpu\(vcpu.index): registers unavailable" }
@@ -293,16 +193,16 @@ public final class Machine: @unchecked Sendable {
         }.joined(separator: "\n")
     }
 
-    private var isStopping: Bool { stopReason.withLock { $0 != nil } }
-
     private func markReady() {
         timingState.withLock { if $0.ready == nil { $0.ready = .now } }
         if configuration.pauseAtReady { stop(.stopRequested) }
     }
 
-    private func runLoop(_ vcpu: VCPU) {
+    /// A vCPU thread's loop: park when asked, enter the guest, count and dispatch the exit.
+    func runLoop(_ vcpu: VCPU) {
         var sawFirstExit = vcpu.index != 0
-        while !isStopping {
+        let counters = exitCounters[vcpu.index]
+        while parking.checkpoint(beforeParking: { completeExitBeforeParking(vcpu) }) {
             let exit: VCPUExit
             do {
                 exit = try vcpu.runOnce()
@@ -310,6 +210,7 @@ public final class Machine: @unchecked Sendable {
                 stop(.failure("vCPU \(vcpu.index): \(error)"))
                 return
             }
+            counters.record(exit.kind)
             if !sawFirstExit {
                 sawFirstExit = true
                 timingState.withLock { $0.firstExit = .now }
@@ -332,6 +233,16 @@ public final class Machine: @unchecked Sendable {
                 stop(reason)
                 return
             }
+        }
+    }
+
+    /// Before parking, finishes the port or MMIO instruction whose exit was just handled (KVM_RUN
+    /// with immediate_exit: api.rst), so a paused vCPU's registers are past it and consistent.
+    private func completeExitBeforeParking(_ vcpu: VCPU) {
+        do {
+            try vcpu.completePendingExit()
+        } catch {
+            stop(.failure("vCPU \(vcpu.index): cannot complete its last exit before pausing: \(error)"))
         }
     }
 }

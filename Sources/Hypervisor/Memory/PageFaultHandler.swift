@@ -99,6 +99,8 @@ public final class PageFaultHandler: @unchecked Sendable {
     public var faultLog: [FirstTouch] { service.faultLog }
     /// Pages mapped so far (by faults or `populateAll`).
     public var presentPageCount: Int { service.presentPageCount }
+    /// How many first touches `faultLog` holds, without copying it.
+    public var firstTouchCount: Int { service.shared.withLock { $0.log.count } }
     /// The first source error, if service stopped because of one.
     public var failure: PageSourceError? { service.failure }
 

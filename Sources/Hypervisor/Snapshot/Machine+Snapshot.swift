@@ -3,38 +3,52 @@ import Glibc
 
 extension Machine {
     /// Saves this machine into `directory` as memory.img + vmstate.json (the catalogue's `memory`
-    /// and `state` artifacts). Call after `run` has returned (every vCPU thread has left the guest,
-    /// which is what pausing means here); the machine is not run again. Each file is written to a
-    /// temporary name, flushed and renamed; vmstate.json last, so a crash leaves no state file that
-    /// points at a half-written image.
+    /// and `state` artifacts). See `saveSnapshot(statePath:memoryPath:)`.
     @discardableResult
     public func saveSnapshot(to directory: String) throws -> MachineSnapshot {
-        guard hasFinishedRunning else {
-            throw HypervisorError.invalidConfiguration("a snapshot needs a paused machine: call saveSnapshot after run has returned")
+        try saveSnapshot(statePath: directory + "/" + MachineSnapshot.stateFileName,
+                         memoryPath: directory + "/" + MachineSnapshot.memoryFileName)
+    }
+
+    /// Saves a paused machine (or one whose run has ended and been joined): vCPU, platform and
+    /// device state to `statePath`, guest RAM to `memoryPath` (Firecracker's `snapshot_path` and
+    /// `mem_file_path`). Disks are flushed first and recorded by reference. A running machine is
+    /// refused before anything is written. Each file is written to a temporary name, flushed and
+    /// renamed; the state file last, so a crash leaves no state file that points at a half-written
+    /// image. A paused machine stays paused and `resume()` continues it.
+    @discardableResult
+    public func saveSnapshot(statePath: String, memoryPath: String) throws -> MachineSnapshot {
+        lifecycleLock.lock()
+        defer { lifecycleLock.unlock() }
+        switch state {
+        case .paused:
+            break // every vCPU completed its pending exit before parking
+        case .stopped where hasFinishedRunning:
+            for vcpu in vcpus { try vcpu.completePendingExit() }
+        case .stopped:
+            throw HypervisorError.invalidState("the machine is stopping: wait until its run has returned, then save the snapshot")
+        case .running, .notStarted:
+            throw HypervisorError.invalidState("a snapshot needs a paused machine (it is \(state.rawValue.lowercased())): pause it first")
         }
-        for vcpu in vcpus { try vcpu.completePendingExit() }
         let msrIndices = try system.msrIndexList()
         let cpuid = try system.supportedCPUID()
         let policy = CPUIDPolicy(vcpuCount: vcpus.count)
         let vcpuStates = try vcpus.map { try VCPUState.capture($0, msrIndices: msrIndices, cpuid: policy.entries(from: cpuid, apicID: $0.index)) }
         let platform = try PlatformState.capture(virtualMachine)
-        let devices = MachineSnapshot.Devices(serial: serial.snapshot(), virtio: blockDevices.map { $0.snapshot() })
-        let image = try MemoryImageWriter.write(memory, to: directory + "/" + MachineSnapshot.memoryFileName)
+        let deviceStates = try devices.saveStates()
+        let disks = zip(configuration.disks, configuration.disks.indices).map { backend, index in
+            DiskReference(device: Self.diskDeviceID(index), size: backend.size, readOnly: backend.isReadOnly, backend: backend.snapshotReference)
+        }
+        // Pages a lazy restore has not mapped yet are holes in the memfd: map them first, or the
+        // image would save them as zeros.
+        try pageFaultHandler?.populateAll()
+        let image = try MemoryImageWriter.write(memory, to: memoryPath)
         let snapshot = MachineSnapshot(format: MachineSnapshot.formatName, version: MachineSnapshot.currentVersion,
                                        memorySize: memory.size, vcpuCount: vcpus.count, vcpus: vcpuStates,
-                                       platform: platform, devices: devices, memory: image)
+                                       platform: platform, devices: deviceStates, disks: disks, memory: image)
         try snapshot.validate()
-        try AtomicFile.write(try snapshot.encoded(), to: directory + "/" + MachineSnapshot.stateFileName)
+        try AtomicFile.write(try snapshot.encoded(), to: statePath)
         return snapshot
-    }
-
-    /// Loads a snapshot's device state into this machine's devices (same device set required).
-    func restoreDevices(_ devices: MachineSnapshot.Devices) throws {
-        guard devices.virtio.count == blockDevices.count else {
-            throw HypervisorError.invalidSnapshot("snapshot has \(devices.virtio.count) virtio devices, this machine has \(blockDevices.count) disks")
-        }
-        serial.restore(devices.serial)
-        for (transport, state) in zip(blockDevices, devices.virtio) { try transport.restore(state) }
     }
 }
 

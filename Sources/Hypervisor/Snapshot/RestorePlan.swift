@@ -38,12 +38,17 @@ public struct RestorePlan: Sendable {
 
     /// Reads vmstate.json from `directory` and opens its memory.img as a lazily read, verified page source.
     public static func load(directory: String, loading: MemoryLoading = .lazy) throws -> RestorePlan {
-        let statePath = directory + "/" + MachineSnapshot.stateFileName
+        try load(statePath: directory + "/" + MachineSnapshot.stateFileName,
+                 memoryPath: directory + "/" + MachineSnapshot.memoryFileName, loading: loading)
+    }
+
+    /// Reads the state file and opens the memory image saved by `saveSnapshot(statePath:memoryPath:)`.
+    public static func load(statePath: String, memoryPath: String, loading: MemoryLoading = .lazy) throws -> RestorePlan {
         guard let handle = FileHandleReader(path: statePath) else {
             throw HypervisorError.invalidSnapshot("cannot read \(statePath)")
         }
         let state = try MachineSnapshot.decode(try handle.readAll(limit: Self.maximumStateBytes))
-        let pages = try SnapshotFilePageSource(path: directory + "/" + MachineSnapshot.memoryFileName, image: state.memory)
+        let pages = try SnapshotFilePageSource(path: memoryPath, image: state.memory)
         return RestorePlan(state: state, pages: pages, loading: loading)
     }
 

@@ -13,6 +13,11 @@ public final class QueueDoorbell: @unchecked Sendable {
     private let stopping = Locked(false)
     private let started = Locked(false)
     private let finished = DispatchSemaphore(value: 0)
+    /// Pause gate: while `paused`, a woken I/O thread waits before running the queue; `serving` is
+    /// true while it runs one, so `pause` can wait for that run to end.
+    private let gate = NSCondition()
+    private var paused = false
+    private var serving = false
 
     /// Registers the doorbell for queue `queueIndex` of the transport whose window starts at
     /// `windowAddress` (guest-physical).
@@ -44,6 +49,28 @@ public final class QueueDoorbell: @unchecked Sendable {
     /// Asks the I/O thread to end after the notification it is serving; does not wait.
     public func stop() {
         stopping.withLock { $0 = true }
+        gate.lock()
+        gate.broadcast()
+        gate.unlock()
+        event.signal()
+    }
+
+    /// Quiesces the I/O thread: returns once it runs no queue and will start none until `resume`
+    /// (a notification that arrives meanwhile is served after resuming).
+    public func pause() {
+        gate.lock()
+        paused = true
+        while serving { gate.wait() }
+        gate.unlock()
+    }
+
+    /// Lets the I/O thread serve notifications again, and has it look at the queue once in case a
+    /// notification was held back while paused.
+    public func resume() {
+        gate.lock()
+        paused = false
+        gate.broadcast()
+        gate.unlock()
         event.signal()
     }
 
@@ -57,6 +84,16 @@ public final class QueueDoorbell: @unchecked Sendable {
         while !stopping.withLock({ $0 }) {
             // One wake-up may stand for several writes: the queue is drained each time anyway.
             guard (try? event.wait()) != nil else { return }
+            gate.lock()
+            while paused, !stopping.withLock({ $0 }) { gate.wait() }
+            serving = true
+            gate.unlock()
+            defer {
+                gate.lock()
+                serving = false
+                gate.broadcast()
+                gate.unlock()
+            }
             guard !stopping.withLock({ $0 }) else { return }
             transport.notify(queue: queueIndex)
         }

@@ -10,12 +10,20 @@ public protocol BlockBackend: AnyObject, Sendable {
     func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws
     /// Makes completed writes durable.
     func flush() throws
+    /// Where the bytes live, recorded in a snapshot that refers to this disk.
+    var snapshotReference: BlockBackendReference { get }
+}
+
+extension BlockBackend {
+    /// Backends that are not files (a streamed disk) are named by their type.
+    public var snapshotReference: BlockBackendReference { BlockBackendReference(kind: String(describing: type(of: self))) }
 }
 
 /// A raw disk image file, read with pread and written with pwrite.
 public final class RawFileBackend: BlockBackend {
     public let size: UInt64
     public let isReadOnly: Bool
+    public let path: String
     let fd: Int32
 
     public init(path: String, readOnly: Bool) throws {
@@ -28,9 +36,12 @@ public final class RawFileBackend: BlockBackend {
             throw HypervisorError.system(call: "fstat(\(path))", errno: error)
         }
         self.fd = fd
+        self.path = path
         size = UInt64(info.st_size)
         isReadOnly = readOnly
     }
+
+    public var snapshotReference: BlockBackendReference { BlockBackendReference(kind: "raw-file", path: path) }
 
     deinit { close(fd) }
 
@@ -78,6 +89,10 @@ public final class CopyOnWriteOverlay: BlockBackend {
     public let isReadOnly = false
     private let overlay: RawFileBackend
     private let mapPath: String
+
+    public var snapshotReference: BlockBackendReference {
+        BlockBackendReference(kind: "copy-on-write", path: base.snapshotReference.path, overlayPath: overlay.path)
+    }
     private let present: Locked<[UInt64]>
 
     public init(base: any BlockBackend, overlayPath: String) throws {

@@ -1,9 +1,10 @@
 /// virtio-blk (virtio 1.x §5.2): one request queue over a `BlockBackend`. Request-level problems
 /// (bad header, out-of-range sectors, backend errors) are answered with an error status byte; ring
 /// corruption propagates as `VirtqueueError` so the transport resets the device.
-public final class VirtioBlock: VirtioDevice {
+public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
     /// Device ID 2 (§5.2.1).
-    public let deviceType: UInt32 = 2
+    public static let blockDeviceType: UInt32 = 2
+    public let deviceType: UInt32 = VirtioBlock.blockDeviceType
     public static let queueSize: UInt16 = 256
     public static let sectorSize: UInt64 = 512
     /// Request header: type u32, reserved u32, sector u64 (§5.2.6).
@@ -34,6 +35,10 @@ public final class VirtioBlock: VirtioDevice {
     public let backend: any BlockBackend
     public let identifier: String
     public let queueMaximumSizes: [UInt16] = [VirtioBlock.queueSize]
+    private let requestCounters = Locked(DeviceCounters())
+
+    /// Requests served, bytes read from and written to the backend, requests answered with an error.
+    public var counters: DeviceCounters { requestCounters.withLock { $0 } }
 
     public init(backend: any BlockBackend, identifier: String = "streamvm") {
         self.backend = backend
@@ -66,27 +71,42 @@ public final class VirtioBlock: VirtioDevice {
     public func processQueue(_ index: Int, queue: inout Virtqueue, memory: GuestMemory,
                              completed: (Virtqueue) -> Void) throws(VirtqueueError) {
         while let chain = try queue.popAvailable(from: memory) {
-            let written = serve(chain, memory: memory)
+            let written = serve(chain, memory: memory) { status, bytesRead, bytesWritten in
+                requestCounters.withLock {
+                    $0.requests += 1
+                    $0.bytesRead += UInt64(bytesRead)
+                    $0.bytesWritten += UInt64(bytesWritten)
+                    if status != Self.statusOK { $0.errors += 1 }
+                }
+            }
             try queue.pushUsed(head: chain.head, length: written, memory: memory)
             completed(queue)
         }
     }
 
-    /// Serves one request; returns how many bytes were written into the driver's buffers.
-    func serve(_ chain: DescriptorChain, memory: GuestMemory) -> UInt32 {
+    /// Serves one request; returns how many bytes were written into the driver's buffers. `record`
+    /// gets the status and the disk bytes read and written, for the device's counters.
+    func serve(_ chain: DescriptorChain, memory: GuestMemory,
+               record: (_ status: UInt8, _ bytesRead: Int, _ bytesWritten: Int) -> Void = { _, _, _ in }) -> UInt32 {
         let readable = GuestBuffers(chain.readable, memory: memory)
         var writable = GuestBuffers(chain.writable, memory: memory)
         // The status byte is the last writable byte; without one there is nowhere to report anything.
-        guard writable.totalLength >= 1 else { return 0 }
+        guard writable.totalLength >= 1 else {
+            record(Self.statusIOError, 0, 0)
+            return 0
+        }
         let statusOffset = writable.totalLength - 1
         writable.limit(to: statusOffset)
+        var diskBytesWritten = 0
+        var type = UInt32.max
         func finish(_ status: UInt8, dataWritten: Int) -> UInt32 {
+            record(status, type == Self.requestIn && status == Self.statusOK ? dataWritten : 0, diskBytesWritten)
             writable.writeStatus(status, at: statusOffset)
             return UInt32(dataWritten + 1)
         }
         guard readable.totalLength >= Self.headerSize else { return finish(Self.statusIOError, dataWritten: 0) }
         let header = readable.copyOut(offset: 0, length: Self.headerSize)
-        let type = UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24
+        type = UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24
         let sector = (0..<8).reduce(UInt64(0)) { $0 | UInt64(header[8 + $1]) << (8 * $1) }
 
         switch type {
@@ -108,6 +128,7 @@ public final class VirtioBlock: VirtioDevice {
                 try readable.forEachSegment(from: Self.headerSize, length: length) { diskOffset, piece in
                     try backend.write(at: offset + UInt64(diskOffset), from: UnsafeRawBufferPointer(piece))
                 }
+                diskBytesWritten = length
                 return finish(Self.statusOK, dataWritten: 0)
             } catch {
                 return finish(Self.statusIOError, dataWritten: 0)

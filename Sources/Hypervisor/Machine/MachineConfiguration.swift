@@ -1,0 +1,59 @@
+import CKVM
+import Dispatch
+import Foundation
+import Glibc
+import Logging
+
+/// Everything needed to start a VM.
+public struct MachineConfiguration: Sendable {
+    public var memorySize: Int
+    public var vcpuCount: Int
+    public var image: BootImage
+    public var commandLine: String
+    /// One virtio-blk device per backend, in order (Linux names them vda, vdb, ...).
+    public var disks: [any BlockBackend]
+    public var readyMarker: String
+    /// Also name virtio-mmio devices on the Linux command line (`virtio_mmio.device=`), for kernels
+    /// built without ACPI; they are always described in the ACPI DSDT.
+    public var announceVirtioOnCommandLine: Bool
+    /// Receives every byte the guest writes to its serial console.
+    public var consoleOutput: @Sendable (UInt8) -> Void
+    /// Resume this saved machine instead of booting (`image` and `commandLine` are then not used).
+    public var restore: RestorePlan?
+    /// Stop the run (as `.stopRequested`) on the vCPU that printed the ready marker, before the guest
+    /// runs on: how `streamvm snapshot --at-ready` pauses at exactly that point.
+    public var pauseAtReady: Bool
+    /// Serve virtio queue notifications on I/O threads through ioeventfds and raise virtio
+    /// interrupts through irqfds, when the host's KVM offers both (see `QueueDoorbell`).
+    public var useEventFDs = true
+    /// Further devices (virtio-net, a timer, a balloon, ...), attached after the platform devices and
+    /// disks through the machine's `DeviceManager`, in order.
+    public var devices: [any MachineDevice] = []
+
+    public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage, commandLine: String = "",
+                disks: [any BlockBackend] = [], readyMarker: String = "STREAMVM-READY",
+                announceVirtioOnCommandLine: Bool = true, consoleOutput: @escaping @Sendable (UInt8) -> Void = { _ in },
+                restore: RestorePlan? = nil, pauseAtReady: Bool = false) {
+        self.restore = restore
+        self.pauseAtReady = pauseAtReady
+        self.memorySize = memorySize
+        self.vcpuCount = vcpuCount
+        self.image = image
+        self.commandLine = commandLine
+        self.disks = disks
+        self.readyMarker = readyMarker
+        self.announceVirtioOnCommandLine = announceVirtioOnCommandLine
+        self.consoleOutput = consoleOutput
+    }
+}
+
+/// Moments in a machine's life, for benchmarks (`streamvm bench vmm`).
+public struct BootTiming: Sendable {
+    /// When `Machine.init` began (VMM start).
+    public var created: ContinuousClock.Instant
+    /// When the boot vCPU first left the guest: the guest has run its first instructions.
+    public var firstExit: ContinuousClock.Instant?
+    /// When the console first printed the ready marker.
+    public var ready: ContinuousClock.Instant?
+}
+
