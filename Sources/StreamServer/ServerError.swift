@@ -1,8 +1,10 @@
+import Catalog
 import Foundation
 
 /// Errors from publishing and serving, each with a message a user can act on.
 public enum ServerError: Error, CustomStringConvertible, Sendable {
     case missingArtifact(path: String)
+    case noArtifacts(path: String)
     case emptyArtifact(path: String)
     case unreadableArtifact(path: String, errno: Int32)
     case invalidApplianceConfig(path: String, problem: String)
@@ -22,6 +24,8 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch self {
         case .missingArtifact(let path): return "\(path): required artifact is missing"
+        case .noArtifacts(let path):
+            return "\(path): no artifact to publish; an appliance needs at least one of \(ArtifactRole.allCases.map(\.fileName).joined(separator: ", "))"
         case .emptyArtifact(let path): return "\(path): artifact is empty"
         case .unreadableArtifact(let path, let errno): return "\(path): cannot read: \(String(cString: strerror(errno)))"
         case .invalidApplianceConfig(let path, let problem): return "\(path): \(problem)"

@@ -9,7 +9,7 @@ struct PublishCommand: ParsableCommand {
         commandName: "publish",
         abstract: "Chunk, compress and sign an appliance directory into a catalogue directory.")
 
-    @Argument(help: "Appliance directory (appliance.json, disk.img, optional memory.img, kernel, initrd).")
+    @Argument(help: "Appliance directory: appliance.json and at least one of kernel, initrd, disk.img, memory.img, vmstate.json (a disk is optional).")
     var appliance: String
 
     @Option(help: "Catalogue directory to publish into (created if absent).")

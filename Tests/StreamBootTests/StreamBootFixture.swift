@@ -129,8 +129,9 @@ final class StreamBootFixture: @unchecked Sendable {
         guard process.terminationStatus == 0 else { throw HypervisorError.invalidConfiguration("\(tool) failed") }
     }
 
-    func startServer() async throws {
-        var options = CatalogServer.Options(catalog: catalog.root)
+    /// Serves the published catalogue, or another catalogue directory (`root`, e.g. a mirror of it).
+    func startServer(root: String? = nil) async throws {
+        var options = CatalogServer.Options(catalog: root ?? catalog.root)
         options.port = 0
         options.scrubEnabled = false
         options.tokenFile = tokenFile
