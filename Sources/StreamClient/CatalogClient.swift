@@ -98,6 +98,14 @@ public final class CatalogClient: @unchecked Sendable {
         return result
     }
 
+    /// models.json, verified against the model key the catalogue delegates to (`CatalogIndex.modelKey`).
+    public func loadModelIndex(signedBy key: TrustedKey) async throws -> (index: SignedModelIndex, bytes: Data) {
+        try await fetchVerified(.modelIndex, maximumBytes: SignedModelIndex.maximumBytes, expectedBytes: nil,
+                                ticket: FetchTicket(priority: .demand)) { data, origin in
+            (try SignedModelIndex.decode(data, trust: key, file: origin.url(for: .modelIndex)), data)
+        }
+    }
+
     public func loadModel(_ digest: Digest) async throws -> Data {
         let object = CatalogObject.model(digest)
         return try await fetchVerified(object, maximumBytes: Self.maximumModelBytes, expectedBytes: nil,

@@ -10,6 +10,7 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
     case invalidApplianceConfig(path: String, problem: String)
     case artifactChanged(path: String)
     case catalogKeyMismatch(path: String)
+    case learningKeyMismatch(path: String)
     case versionConflict(appliance: String, version: String)
     case io(path: String, errno: Int32)
     case objectTooLarge(path: String, size: Int, limit: Int)
@@ -30,6 +31,8 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
         case .unreadableArtifact(let path, let errno): return "\(path): cannot read: \(String(cString: strerror(errno)))"
         case .invalidApplianceConfig(let path, let problem): return "\(path): \(problem)"
         case .artifactChanged(let path): return "\(path): file shrank while it was being published; publish again once it is stable"
+        case .learningKeyMismatch(let path):
+            return "\(path): the catalogue is neither signed by this key nor delegates models to it; learn with the model key the catalogue names (publish --model-key) or the catalogue key"
         case .catalogKeyMismatch(let path):
             return "\(path): the catalogue is signed by another key (or unsigned); publish with the key that signed it"
         case .versionConflict(let appliance, let version):

@@ -31,6 +31,7 @@ final class StreamBootFixture: @unchecked Sendable {
     let base: String
     let catalog: CatalogDirectory
     let key = SigningKey()
+    /// The server's trace upload token.
     let tokenFile: String
     let traceRoot: String
     private(set) var port = 0
@@ -134,7 +135,7 @@ final class StreamBootFixture: @unchecked Sendable {
         var options = CatalogServer.Options(catalog: root ?? catalog.root)
         options.port = 0
         options.scrubEnabled = false
-        options.tokenFile = tokenFile
+        options.traceTokenFile = tokenFile
         options.traceDirectory = traceRoot
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)

@@ -137,7 +137,7 @@ public struct StreamBenchmark: Sendable {
         var options = CatalogServer.Options(catalog: catalog.root)
         options.port = 0
         options.scrubEnabled = false
-        options.tokenFile = tokenFile
+        options.traceTokenFile = tokenFile
         options.traceDirectory = work + "/traces"
         options.stallTimeout = options.stallTimeout * timerScale
         let server = try CatalogServer(options: options, logger: logger)
