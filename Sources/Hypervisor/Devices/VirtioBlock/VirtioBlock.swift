@@ -34,6 +34,8 @@ public final class VirtioBlock: VirtioDevice {
     public let backend: any BlockBackend
     public let identifier: String
     public let queueMaximumSizes: [UInt16] = [VirtioBlock.queueSize]
+    public let requestRefusals: GuestErrorCounters? = GuestErrorCounters()
+    public var metricsName: String { "virtio-blk" }
 
     public init(backend: any BlockBackend, identifier: String = "streamvm") {
         self.backend = backend
@@ -77,14 +79,15 @@ public final class VirtioBlock: VirtioDevice {
         let readable = GuestBuffers(chain.readable, memory: memory)
         var writable = GuestBuffers(chain.writable, memory: memory)
         // The status byte is the last writable byte; without one there is nowhere to report anything.
-        guard writable.totalLength >= 1 else { return 0 }
+        guard writable.totalLength >= 1 else { requestRefusals?.count("no_status_byte"); return 0 }
         let statusOffset = writable.totalLength - 1
         writable.limit(to: statusOffset)
-        func finish(_ status: UInt8, dataWritten: Int) -> UInt32 {
+        func finish(_ status: UInt8, dataWritten: Int, refused reason: String? = nil) -> UInt32 {
+            if let reason { requestRefusals?.count(reason) }
             writable.writeStatus(status, at: statusOffset)
             return UInt32(dataWritten + 1)
         }
-        guard readable.totalLength >= Self.headerSize else { return finish(Self.statusIOError, dataWritten: 0) }
+        guard readable.totalLength >= Self.headerSize else { return finish(Self.statusIOError, dataWritten: 0, refused: "short_header") }
         let header = readable.copyOut(offset: 0, length: Self.headerSize)
         let type = UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24
         let sector = (0..<8).reduce(UInt64(0)) { $0 | UInt64(header[8 + $1]) << (8 * $1) }
@@ -94,7 +97,7 @@ public final class VirtioBlock: VirtioDevice {
             let length = type == Self.requestIn ? writable.totalLength : readable.totalLength - Self.headerSize
             guard length % Int(Self.sectorSize) == 0, length <= Self.maximumRequestBytes,
                   sector <= capacitySectors, UInt64(length) / Self.sectorSize <= capacitySectors - sector else {
-                return finish(Self.statusIOError, dataWritten: 0)
+                return finish(Self.statusIOError, dataWritten: 0, refused: "bad_request_range")
             }
             let offset = sector * Self.sectorSize
             do {
@@ -104,7 +107,7 @@ public final class VirtioBlock: VirtioDevice {
                     }
                     return finish(Self.statusOK, dataWritten: length)
                 }
-                guard !backend.isReadOnly else { return finish(Self.statusIOError, dataWritten: 0) }
+                guard !backend.isReadOnly else { return finish(Self.statusIOError, dataWritten: 0, refused: "write_to_read_only") }
                 try readable.forEachSegment(from: Self.headerSize, length: length) { diskOffset, piece in
                     try backend.write(at: offset + UInt64(diskOffset), from: UnsafeRawBufferPointer(piece))
                 }
@@ -125,7 +128,7 @@ public final class VirtioBlock: VirtioDevice {
             writable.copyIn(Array(identifierBytes.prefix(count)), at: 0)
             return finish(Self.statusOK, dataWritten: count)
         default:
-            return finish(Self.statusUnsupported, dataWritten: 0)
+            return finish(Self.statusUnsupported, dataWritten: 0, refused: "unsupported_request")
         }
     }
 }
