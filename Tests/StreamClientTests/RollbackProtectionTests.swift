@@ -1,5 +1,6 @@
 import Catalog
 import Foundation
+import Synchronization
 import Testing
 @testable import StreamClient
 
@@ -102,19 +103,18 @@ import Testing
         let keys = (0..<4).map { _ in SigningKey().publicKey }
         let writers = 8, perWriter = 40
         let failures = try await offPool { () -> [String] in
-            let lock = NSLock()
-            var failures: [String] = []
+            let failures = Mutex<[String]>([])
             DispatchQueue.concurrentPerform(iterations: writers) { writer in
                 // Each writer records its own increasing generations, interleaved across keys.
                 let own = SeenGenerations(directory: directory.sub("state"))
                 for step in 0..<perWriter {
                     let key = keys[(writer + step) % keys.count]
                     do { try own.record(step * writers + writer, for: key) } catch {
-                        lock.withLock { failures.append("\(error)") }
+                        failures.withLock { $0.append("\(error)") }
                     }
                 }
             }
-            return failures
+            return failures.withLock { $0 }
         }
         #expect(failures.isEmpty, "\(failures)")
         for (index, key) in keys.enumerated() {
