@@ -123,6 +123,6 @@ let package = Package(
         .testTarget(
             name: "StreamBootTests",
             dependencies: ["StreamBoot", "StreamClient", "StreamServer", "Benchmarks", "Hypervisor", "Catalog", "TestSupport", .product(name: "Logging", package: "swift-log")]),
-        .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "TestSupport"]),
+        .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "StreamBoot", "Catalog", "TestSupport"]),
     ]
 )

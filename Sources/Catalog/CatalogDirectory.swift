@@ -31,11 +31,11 @@ public final class CatalogDirectory: @unchecked Sendable {
         return data
     }
 
-    /// Stores an object atomically. Content-addressed objects already present are left untouched.
-    /// Returns whether bytes were written.
+    /// Stores an object atomically. Content-addressed objects already present are left untouched;
+    /// the mutable ones (catalog.json, models.json) are replaced. Returns whether bytes were written.
     @discardableResult
     public func write(_ object: CatalogObject, data: some ContiguousBytes, durable: Bool = true) throws -> Bool {
-        if object != .catalog && contains(object) { return false }
+        if object.digest != nil && contains(object) { return false }
         try AtomicFile.write(data, to: filePath(object), durable: durable)
         return true
     }

@@ -36,11 +36,21 @@ public struct CatalogIndex: Codable, Sendable, Equatable {
     /// Increases by one with every update, so a client can refuse to go back to an older catalogue.
     public var generation: Int
     public var appliances: [String: Appliance]
+    /// The Ed25519 public key (base64) the catalogue delegates access-order models to: models.json
+    /// signed by it names each appliance's model, so the origin that learns holds only that key and
+    /// never the catalogue's. Absent: models are named only by `Appliance.model` in this index.
+    public var modelKey: String?
 
-    public init(generation: Int = 0, appliances: [String: Appliance] = [:]) {
+    public init(generation: Int = 0, appliances: [String: Appliance] = [:], modelKey: String? = nil) {
         self.format = Self.currentFormat
         self.generation = generation
         self.appliances = appliances
+        self.modelKey = modelKey
+    }
+
+    /// The delegated model-signing key, checked by `validate`.
+    public var modelSigningKey: TrustedKey? {
+        modelKey.flatMap { Data(base64Encoded: $0) }.flatMap { try? TrustedKey(raw: $0, source: SignedCatalog.fileName) }
     }
 
     /// Resolves `name` or `name@version` to its version entry.
@@ -58,6 +68,9 @@ public struct CatalogIndex: Codable, Sendable, Equatable {
             throw CatalogError.malformed(file: file, problem: "format \(format) is not supported (this build reads \(Self.currentFormat))")
         }
         guard generation >= 0 else { throw CatalogError.malformed(file: file, problem: "negative generation") }
+        if let modelKey, modelSigningKey == nil {
+            throw CatalogError.malformed(file: file, problem: "modelKey '\(modelKey.prefix(60))' is not a base64 Ed25519 public key")
+        }
         for (name, appliance) in appliances {
             try ApplianceConfig.validateName(name, what: "appliance name", file: file)
             for version in appliance.versions.keys { try ApplianceConfig.validateName(version, what: "version", file: file) }

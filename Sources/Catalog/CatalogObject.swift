@@ -1,7 +1,8 @@
 /// The names of the objects in a catalogue directory. The layout is plain files so that any static
 /// HTTP server can serve it; the names are the only paths a server or mirror ever opens.
 ///
-///     catalog.json                      signed index (the only mutable object)
+///     catalog.json                      signed index (mutable)
+///     models.json                       model index, signed by the key catalog.json delegates models to (mutable)
 ///     manifests/<h2>/<sha256>.json      appliance version manifests
 ///     chunks/<h2>/<sha256>.zst          zstd frames, named by the SHA-256 of their uncompressed bytes
 ///     dicts/<h2>/<sha256>.zdict         zstd dictionaries
@@ -10,6 +11,7 @@
 /// `<h2>` is the first two hex digits of the digest, which keeps directories small.
 public enum CatalogObject: Hashable, Sendable, CustomStringConvertible {
     case catalog
+    case modelIndex
     case manifest(Digest)
     case chunk(ChunkID)
     case dictionary(Digest)
@@ -33,7 +35,7 @@ public enum CatalogObject: Hashable, Sendable, CustomStringConvertible {
 
     public var kind: Kind? {
         switch self {
-        case .catalog: return nil
+        case .catalog, .modelIndex: return nil
         case .manifest: return .manifest
         case .chunk: return .chunk
         case .dictionary: return .dictionary
@@ -43,7 +45,7 @@ public enum CatalogObject: Hashable, Sendable, CustomStringConvertible {
 
     public var digest: Digest? {
         switch self {
-        case .catalog: return nil
+        case .catalog, .modelIndex: return nil
         case .manifest(let d), .chunk(let d), .dictionary(let d), .model(let d): return d
         }
     }
@@ -59,6 +61,7 @@ public enum CatalogObject: Hashable, Sendable, CustomStringConvertible {
 
     /// Relative path inside a catalogue directory, also the URL path below the catalogue's base URL.
     public var path: String {
+        if self == .modelIndex { return SignedModelIndex.fileName }
         guard let kind, let digest else { return SignedCatalog.fileName }
         let hex = digest.hex
         return "\(kind.rawValue)/\(hex.prefix(2))/\(hex).\(kind.fileExtension)"
@@ -73,6 +76,7 @@ public enum CatalogObject: Hashable, Sendable, CustomStringConvertible {
         guard text.utf8.count <= Self.maximumPathLength else { throw CatalogError.invalidObjectName(text) }
         let path = text.hasPrefix("/") ? String(text.dropFirst()) : text
         if path == SignedCatalog.fileName { self = .catalog; return }
+        if path == SignedModelIndex.fileName { self = .modelIndex; return }
         let parts = path.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 3, let kind = Kind(rawValue: String(parts[0])) else { throw CatalogError.invalidObjectName(text) }
         let suffix = "." + kind.fileExtension

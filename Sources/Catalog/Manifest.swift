@@ -143,7 +143,9 @@ public struct Manifest: Codable, Sendable, Equatable {
                 }
             }
         }
-        guard seen.contains(.disk) else { throw CatalogError.malformed(file: file, problem: "no disk artifact") }
+        // Any shape `streamvm run` starts is valid (a disk is optional: kernel + initrd is a common
+        // appliance); a manifest with nothing in it is not an appliance.
+        guard !artifacts.isEmpty else { throw CatalogError.malformed(file: file, problem: "lists no artifacts") }
     }
 }
 

@@ -10,6 +10,8 @@ public final class CatalogClient: @unchecked Sendable {
     public let fetcher: Fetcher
     public let trust: SignedCatalog.Trust
     public let retry: RetryPolicy
+    /// The host's memory of catalogue generations (boot, fetch); nil: only this run's floor applies.
+    public let rollbackProtection: RollbackProtection?
     let pool: OriginPool
     let logger: Logger
     private let decompressors = DecompressorPool()
@@ -23,25 +25,46 @@ public final class CatalogClient: @unchecked Sendable {
     public var origins: [Origin] { pool.origins }
 
     public init(origins: [Origin], trust: SignedCatalog.Trust, fetcher: Fetcher, retry: RetryPolicy = RetryPolicy(),
-                logger: Logger) throws {
+                rollbackProtection: RollbackProtection? = nil, logger: Logger) throws {
         self.pool = try OriginPool(origins)
         self.trust = trust
         self.fetcher = fetcher
         self.retry = retry
+        self.rollbackProtection = rollbackProtection
         self.logger = logger
     }
 
-    /// The signed catalogue. Origins serving a generation below `minimumGeneration` count as failed
-    /// (a stale mirror must not roll a client back).
+    /// The signed catalogue. An origin serving an older generation than the caller's floor
+    /// (`minimumGeneration`: what a mirror's destination already holds) or than this host already
+    /// accepted from the same signing key (`rollbackProtection`) counts as failed, so the next origin
+    /// is tried: a stale mirror must not roll a client back. The generation accepted is recorded.
     public func loadCatalog(minimumGeneration: Int = 0) async throws -> (catalog: SignedCatalog, bytes: Data) {
-        try await fetchVerified(.catalog, maximumBytes: SignedCatalog.maximumBytes, expectedBytes: nil,
-                                ticket: FetchTicket(priority: .demand)) { data, origin in
+        // Read once, before any origin answers: a broken record is the host's problem, not an origin's.
+        let seen = try rollbackProtection?.seen.all() ?? [:]
+        let loaded = try await fetchVerified(.catalog, maximumBytes: SignedCatalog.maximumBytes, expectedBytes: nil,
+                                             ticket: FetchTicket(priority: .demand)) { data, origin in
             let catalog = try SignedCatalog.decode(data, trust: self.trust, file: origin.url(for: .catalog))
-            guard catalog.index.generation >= minimumGeneration else {
-                throw ClientError.staleCatalog(origin: origin.baseURL, generation: catalog.index.generation, minimum: minimumGeneration)
-            }
-            return (catalog, data)
+            try self.refuseRollback(catalog, from: origin, minimumGeneration: minimumGeneration, seen: seen)
+            return (catalog: catalog, bytes: data)
         }
+        if let rollbackProtection, let signer = loaded.catalog.signer {
+            try rollbackProtection.seen.record(loaded.catalog.index.generation, for: signer)
+        }
+        return loaded
+    }
+
+    /// The one rule for going back, shared by `mirror` (its destination's generation) and `boot` /
+    /// `fetch` (the host's record per signing key).
+    func refuseRollback(_ catalog: SignedCatalog, from origin: Origin, minimumGeneration: Int, seen: [String: Int]) throws {
+        let generation = catalog.index.generation
+        guard generation >= minimumGeneration else {
+            throw ClientError.staleCatalog(origin: origin.baseURL, generation: generation, minimum: minimumGeneration)
+        }
+        guard let rollbackProtection, let signer = catalog.signer, let highest = seen[signer.base64], generation < highest else { return }
+        let refusal = ClientError.rollback(origin: origin.baseURL, generation: generation, seen: highest, key: signer.base64,
+                                           record: rollbackProtection.seen.path)
+        guard rollbackProtection.allowRollback else { throw refusal }
+        logger.warning("accepting an older catalogue (--allow-rollback)", metadata: ["refusal": "\(refusal)"])
     }
 
     public func loadManifest(_ digest: Digest) async throws -> (manifest: Manifest, bytes: Data) {
@@ -73,6 +96,14 @@ public final class CatalogClient: @unchecked Sendable {
         var result: [ZstdDictionary] = []
         for digest in manifest.dictionaries { result.append(try await loadDictionary(digest)) }
         return result
+    }
+
+    /// models.json, verified against the model key the catalogue delegates to (`CatalogIndex.modelKey`).
+    public func loadModelIndex(signedBy key: TrustedKey) async throws -> (index: SignedModelIndex, bytes: Data) {
+        try await fetchVerified(.modelIndex, maximumBytes: SignedModelIndex.maximumBytes, expectedBytes: nil,
+                                ticket: FetchTicket(priority: .demand)) { data, origin in
+            (try SignedModelIndex.decode(data, trust: key, file: origin.url(for: .modelIndex)), data)
+        }
     }
 
     public func loadModel(_ digest: Digest) async throws -> Data {

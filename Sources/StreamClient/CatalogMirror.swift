@@ -6,7 +6,7 @@ import Logging
 /// or `streamvm serve` can serve to clients. Incremental: only objects missing locally are fetched.
 /// Verified: every object is checked (through `CatalogClient`) before it is written. Resumable: each
 /// object is written atomically, and objects are written before anything that names them (chunks
-/// and dictionaries, then models and manifests, then catalog.json last), so an interrupted run leaves
+/// and dictionaries, then models and manifests, then catalog.json, then models.json), so an interrupted run leaves
 /// a consistent older mirror plus some extra objects, and the next run fetches only the rest.
 ///
 /// catalog.json is copied byte for byte (it is signed by the publisher); with `--appliance` it still
@@ -112,6 +112,21 @@ public final class CatalogMirror: Sendable {
         report.chunksFetched = missing.count
         report.bytesFetched = counter.value
 
+        // The delegated model index (signed by the key catalog.json names) and the models it names.
+        var modelIndexBytes: Data?
+        if let modelKey = catalog.index.modelSigningKey {
+            do {
+                let (signed, bytes) = try await client.loadModelIndex(signedBy: modelKey)
+                let wanted = Set(manifests.map(\.digest))
+                for (name, digest) in signed.index.models where appliances?.isEmpty != false
+                    || catalog.index.appliances[name]?.versions.values.contains(where: { wanted.contains($0.manifest) }) == true {
+                    modelDigests.insert(digest)
+                }
+                modelIndexBytes = bytes
+            } catch {
+                logger.warning("models.json not mirrored; clients of this mirror stream without delegated models", metadata: ["error": "\(error)"])
+            }
+        }
         for digest in modelDigests.sorted() where !destination.contains(.model(digest)) {
             try destination.write(.model(digest), data: try await client.loadModel(digest))
         }
@@ -120,6 +135,8 @@ public final class CatalogMirror: Sendable {
         }
         report.manifests = manifests.count
         try destination.write(.catalog, data: catalogBytes)
+        // After catalog.json, which names the key it must be signed by.
+        if let modelIndexBytes { try destination.write(.modelIndex, data: modelIndexBytes) }
         return report
     }
 

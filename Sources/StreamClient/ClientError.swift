@@ -12,6 +12,10 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
     case cache(path: String, problem: String)
     case overlayMismatch(path: String, problem: String)
     case staleCatalog(origin: String, generation: Int, minimum: Int)
+    /// A validly signed catalogue older than one this host already accepted from the same key.
+    case rollback(origin: String, generation: Int, seen: Int, key: String, record: String)
+    /// The host's record of catalogue generations (`SeenGenerations`) is unusable.
+    case generationRecord(path: String, problem: String)
     case io(path: String, errno: Int32)
     /// A benchmark helper (nginx, curl) failed.
     case benchmark(String)
@@ -37,13 +41,19 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
         case .overlayMismatch(let path, let problem):
             return "overlay \(path): \(problem); delete it to start from the published image"
         case .staleCatalog(let origin, let generation, let minimum):
-            return "\(origin) serves catalogue generation \(generation), older than \(minimum) already seen; refusing to roll back"
+            return "\(origin) serves catalogue generation \(generation), older than generation \(minimum) the mirror already holds; refusing to roll back"
+        case .rollback(let origin, let generation, let seen, let key, let record):
+            return "\(origin) serves catalogue generation \(generation), older than generation \(seen) this host already accepted "
+                + "from signing key \(key) (\(record)); refusing to roll back (a stale mirror or a replay; --allow-rollback accepts it)"
+        case .generationRecord(let path, let problem):
+            return "\(path): \(problem); it records the newest catalogue generation seen per signing key "
+                + "(removing it forgets them, so an older catalogue would be accepted once)"
         case .io(let path, let errno):
             return "\(path): \(String(cString: strerror(errno)))"
         case .benchmark(let problem):
             return "benchmark: \(problem)"
         case .traceRefused(let url, let status, let message):
-            return "\(url) refused the trace with HTTP \(status): \(message.prefix(200)) (check --token-file)"
+            return "\(url) refused the trace with HTTP \(status): \(message.prefix(200)) (check --token-file: it must hold the server's trace token)"
         }
     }
 }

@@ -8,7 +8,8 @@ public struct ApplianceDirectory: Sendable {
 
     public let path: String
     public let config: ApplianceConfig
-    /// Artifacts present, with their sizes, in a fixed order (disk first).
+    /// Artifacts present, with their sizes, in a fixed order (disk first). Each one is optional (an
+    /// appliance may be kernel + initrd only, as `streamvm run` accepts), but there must be one.
     public let artifacts: [(role: ArtifactRole, path: String, size: Int)]
 
     public init(path: String) throws {
@@ -19,8 +20,7 @@ public struct ApplianceDirectory: Sendable {
             let file = "\(path)/\(role.fileName)"
             var info = stat()
             guard stat(file, &info) == 0 else {
-                if errno == ENOENT && role != .disk { continue }
-                if errno == ENOENT { throw ServerError.missingArtifact(path: file) }
+                if errno == ENOENT { continue }
                 throw ServerError.unreadableArtifact(path: file, errno: errno)
             }
             guard (info.st_mode & S_IFMT) == S_IFREG else { throw ServerError.unreadableArtifact(path: file, errno: EISDIR) }
@@ -28,6 +28,7 @@ public struct ApplianceDirectory: Sendable {
             guard info.st_size > 0 else { throw ServerError.emptyArtifact(path: file) }
             found.append((role, file, Int(info.st_size)))
         }
+        guard !found.isEmpty else { throw ServerError.noArtifacts(path: path) }
         artifacts = found
     }
 }

@@ -21,11 +21,16 @@ public final class CatalogServer: Sendable {
         public var port = 8080
         public var tlsCertificate: String?
         public var tlsKey: String?
+        /// Bearer token for catalogue writes (PUT of objects and catalog.json); nil: writes refused.
         public var tokenFile: String?
+        /// Bearer token for trace uploads, a different secret: the many clients that upload traces
+        /// must not be able to write the catalogue. nil: trace uploads refused.
+        public var traceTokenFile: String?
         public var trustedKey: TrustedKey?
         public var allowUnsignedUploads = false
         public var traceDirectory: String?
-        /// Signing key of the catalogue: with it, the server relearns an appliance's access-order
+        /// The model key the catalogue delegates to (`publish --model-key`), or for a catalogue without
+        /// delegation its own signing key: with it, the server relearns an appliance's access-order
         /// model after new traces and publishes it (nil: learning only by `streamvm learn`).
         public var learningKey: SigningKey?
         /// A connection that neither reads nor completes a write for this long is closed.
@@ -66,6 +71,10 @@ public final class CatalogServer: Sendable {
         let trust: SignedCatalog.Trust = options.trustedKey.map { .key($0) } ?? .insecure
         let store = VerifiedObjectStore(directory: directory, trust: trust, limits: options.limits, metrics: metrics, logger: logger)
         let token = try options.tokenFile.map { try UploadToken(file: $0) }
+        let traceToken = try options.traceTokenFile.map { try UploadToken(file: $0) }
+        if let token, let traceToken, token.headerValue == traceToken.headerValue {
+            throw ServerError.invalidOption("--trace-token-file holds the same token as --token-file; trace uploaders must not be able to write the catalogue")
+        }
         let uploads = ObjectUploads(store: store, policy: .init(trustedKey: options.trustedKey, allowUnsigned: options.allowUnsignedUploads), logger: logger)
         let traces = TraceStore(root: options.traceDirectory ?? TraceStore.defaultRoot(forCatalog: directory.root))
         if traces.root == directory.root || traces.root.hasPrefix(directory.root + "/") {
@@ -75,12 +84,12 @@ public final class CatalogServer: Sendable {
         self.store = store
         let learning = options.learningKey.map { key in
             LearningTrigger(publisher: ModelPublisher(catalog: directory, key: key, traceRoot: traces.root, logger: logger),
-                            afterPublish: { store.invalidate(.catalog) }, logger: logger)
+                            afterPublish: { store.invalidate(.catalog); store.invalidate(.modelIndex) }, logger: logger)
         }
         var onTraceStored: (@Sendable (String) -> Void)?
         if let learning { onTraceStored = { learning.traceStored(appliance: $0) } }
-        self.responder = CatalogResponder(store: store, uploads: uploads, traces: traces, token: token, metrics: metrics,
-                                          onTraceStored: onTraceStored)
+        self.responder = CatalogResponder(store: store, uploads: uploads, traces: traces, token: token, traceToken: traceToken,
+                                          metrics: metrics, onTraceStored: onTraceStored)
         self.scrubber = ObjectScrubber(store: store, pace: options.scrub, metrics: metrics, logger: logger)
     }
 

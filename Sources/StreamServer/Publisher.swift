@@ -15,6 +15,9 @@ public struct PublishOptions: Sendable {
     /// Replace a version that is already published with different content.
     public var replace = false
     public var workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Delegate access-order models to this key (`CatalogIndex.modelKey`): the origin that learns then
+    /// needs only its private half. nil keeps the catalogue's current delegation.
+    public var modelKey: TrustedKey?
 
     public init() {}
 }
@@ -119,13 +122,17 @@ public final class Publisher {
 
     private func updateIndex(_ index: CatalogIndex, config: ApplianceConfig, manifest: Digest, size: Int) throws {
         var index = index
+        let delegation = options.modelKey?.base64 ?? index.modelKey
         if let current = index.appliances[config.name]?.versions[config.version] {
-            if current.manifest == manifest {
+            if current.manifest == manifest, delegation == index.modelKey {
                 logger.info("already published", metadata: ["appliance": "\(config.name)@\(config.version)"])
                 return
             }
-            guard options.replace else { throw ServerError.versionConflict(appliance: config.name, version: config.version) }
+            guard current.manifest == manifest || options.replace else {
+                throw ServerError.versionConflict(appliance: config.name, version: config.version)
+            }
         }
+        index.modelKey = delegation
         let version = CatalogIndex.Version(manifest: manifest, size: size, published: Date())
         var entry = index.appliances[config.name] ?? CatalogIndex.Appliance(versions: [:], latest: config.version)
         entry.versions[config.version] = version

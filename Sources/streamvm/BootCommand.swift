@@ -42,7 +42,7 @@ struct BootCommand: AsyncParsableCommand {
     @Flag(help: "Upload this run's access trace to the first origin (needs --token-file).")
     var uploadTrace = false
 
-    @Option(name: .customLong("token-file"), help: "File holding the upload token of the origin.")
+    @Option(name: .customLong("token-file"), help: "File holding the origin's trace upload token (its serve --trace-token-file).")
     var tokenFile: String?
 
     @Option(help: "Write the boot report (JSON) to this file.")
@@ -69,6 +69,8 @@ struct BootCommand: AsyncParsableCommand {
 
     @OptionGroup var client: ClientOptions
 
+    @OptionGroup var rollback: RollbackOptions
+
     func validate() throws {
         guard PrefetchMode(rawValue: prefetch) != nil else {
             throw ValidationError("--prefetch must be one of \(PrefetchMode.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -81,7 +83,7 @@ struct BootCommand: AsyncParsableCommand {
         let logger = commandLogger("streamvm.boot")
         let (origin, appliance) = try Origin.splitApplianceURL(url)
         let uploader = try uploadTrace ? tokenFile.map { try TraceUploader(origin: origin, tokenFile: $0) } : nil
-        let catalogClient = try client.makeClient(primary: [origin], logger: logger)
+        let catalogClient = try client.makeClient(primary: [origin], rollback: rollback.protection, logger: logger)
         defer { catalogClient.fetcher.shutdown() }
         let loader = ChunkLoader(client: catalogClient, cache: try client.makeCache(logger: logger))
 

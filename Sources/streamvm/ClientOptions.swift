@@ -49,14 +49,15 @@ struct ClientOptions: ParsableArguments {
         try ChunkCache(root: cacheDir, capacityBytes: try cacheCapacity(), logger: logger)
     }
 
-    /// The fetcher and verified catalogue client for `primary` plus `--origin`s.
-    func makeClient(primary: [Origin], logger: Logger) throws -> CatalogClient {
+    /// The fetcher and verified catalogue client for `primary` plus `--origin`s; with `rollback`, it
+    /// refuses catalogues older than this host has accepted (boot, fetch).
+    func makeClient(primary: [Origin], rollback: RollbackProtection? = nil, logger: Logger) throws -> CatalogClient {
         let trust = try trustPolicy()
         var configuration = Fetcher.Configuration()
         configuration.stallTimeoutSeconds = stallTimeout
         let fetcher = try Fetcher(configuration: configuration, logger: logger)
         let origins = primary + (try extraOrigins.map { try Origin($0) })
-        return try CatalogClient(origins: origins, trust: trust, fetcher: fetcher, logger: logger)
+        return try CatalogClient(origins: origins, trust: trust, fetcher: fetcher, rollbackProtection: rollback, logger: logger)
     }
 }
 

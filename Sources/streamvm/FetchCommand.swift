@@ -17,10 +17,12 @@ struct FetchCommand: AsyncParsableCommand {
 
     @OptionGroup var client: ClientOptions
 
+    @OptionGroup var rollback: RollbackOptions
+
     func run() async throws {
         let logger = commandLogger("streamvm.fetch")
         let (origin, appliance) = try Origin.splitApplianceURL(url)
-        let catalogClient = try client.makeClient(primary: [origin], logger: logger)
+        let catalogClient = try client.makeClient(primary: [origin], rollback: rollback.protection, logger: logger)
         defer { catalogClient.fetcher.shutdown() }
         let loader = ChunkLoader(client: catalogClient, cache: noCache ? nil : try client.makeCache(logger: logger))
         let bar = TerminalProgressBar(label: "fetch")

@@ -15,7 +15,7 @@ struct LearnCommand: ParsableCommand {
     @Option(help: "Catalogue directory.")
     var catalog: String
 
-    @Option(help: "Ed25519 private key that signs the catalogue (as for publish).")
+    @Option(help: "Ed25519 private key: the model key the catalogue delegates to (publish --model-key; signs models.json), or the catalogue's own key (signs catalog.json).")
     var key: String?
 
     @Option(name: .customLong("trace-dir"), help: "Where the server stored traces (default: traces/ beside the catalogue).")

@@ -9,7 +9,7 @@ struct PublishCommand: ParsableCommand {
         commandName: "publish",
         abstract: "Chunk, compress and sign an appliance directory into a catalogue directory.")
 
-    @Argument(help: "Appliance directory (appliance.json, disk.img, optional memory.img, kernel, initrd).")
+    @Argument(help: "Appliance directory: appliance.json and at least one of kernel, initrd, disk.img, memory.img, vmstate.json (a disk is optional).")
     var appliance: String
 
     @Option(help: "Catalogue directory to publish into (created if absent).")
@@ -30,6 +30,9 @@ struct PublishCommand: ParsableCommand {
     @Flag(help: "Replace a version already published with different content.")
     var replace = false
 
+    @Option(help: "Public key file (from keygen) the catalogue delegates access-order models to: the origin that learns (serve --learn-key) then holds that key, never the catalogue's.")
+    var modelKey: String?
+
     @Option(help: "Also write the summary as JSON to this file.")
     var json: String?
 
@@ -46,6 +49,7 @@ struct PublishCommand: ParsableCommand {
         options.level = level
         options.trainDictionary = !noDictionary
         options.replace = replace
+        options.modelKey = try modelKey.map { try TrustedKey(file: $0) }
         let store = try CatalogDirectory(root: catalog, create: true)
         let bar = TerminalProgressBar(label: "publish \(directory.config.name)")
         let summary = try Publisher(catalog: store, key: signingKey, options: options, logger: logger)

@@ -23,8 +23,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("tls-key"), help: "PEM private key for --tls-cert.")
     var tlsKey: String?
 
-    @Option(name: .customLong("token-file"), help: "File holding the bearer token that authorises uploads; without it uploads are refused.")
+    @Option(name: .customLong("token-file"), help: "File holding the bearer token that authorises catalogue writes (push); without it they are refused.")
     var tokenFile: String?
+
+    @Option(name: .customLong("trace-token-file"), help: "File holding the bearer token that authorises trace uploads (a different token from --token-file); without it trace uploads are refused.")
+    var traceTokenFile: String?
 
     @Option(help: "Public key file (from keygen): uploaded and served catalog.json must be signed by it.")
     var trust: String?
@@ -35,7 +38,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("trace-dir"), help: "Where uploaded traces go (default: traces/ beside the catalogue).")
     var traceDirectory: String?
 
-    @Option(name: .customLong("learn-key"), help: "The catalogue's signing key: relearn and publish access-order models after new traces.")
+    @Option(name: .customLong("learn-key"), help: "The model key the catalogue delegates to (publish --model-key): relearn access-order models after new traces and publish them in models.json. (The catalogue key also works, for catalogues without delegation.)")
     var learnKey: String?
 
     @Option(name: .customLong("stall-timeout"), help: "Seconds after which a connection that makes no progress is closed.")
@@ -60,6 +63,7 @@ struct ServeCommand: AsyncParsableCommand {
         options.tlsCertificate = tlsCertificate
         options.tlsKey = tlsKey
         options.tokenFile = tokenFile
+        options.traceTokenFile = traceTokenFile
         options.trustedKey = try trust.map { try TrustedKey(file: $0) }
         options.allowUnsignedUploads = allowUnsigned
         options.traceDirectory = traceDirectory
@@ -74,7 +78,7 @@ struct ServeCommand: AsyncParsableCommand {
         try await server.run(handleSignals: true) { port in
             startupLogger.notice("serving catalogue", metadata: [
                 "catalog": "\(server.store.directory.root)", "url": "\(scheme)://\(host):\(port)/",
-                "uploads": "\(tokenFile == nil ? "disabled" : "token")",
+                "uploads": "\(tokenFile == nil ? "disabled" : "token")", "traces": "\(traceTokenFile == nil ? "disabled" : "token")",
             ])
         }
     }

@@ -38,15 +38,35 @@ import Testing
         hugeStored.artifacts[0].chunks[0]?.stored = 10 << 20
         var oddChunkSize = Self.sample()
         oddChunkSize.chunkSize = 65535
-        var noDisk = Self.sample()
-        noDisk.artifacts[0].role = .kernel
+        var empty = Self.sample()
+        empty.artifacts = []
         var badName = Self.sample()
         badName.config.name = "../etc"
         var hugeMemory = Self.sample()
         hugeMemory.config.memoryMiB = 1 << 30
-        for manifest in [wrongCount, badDictionary, hugeStored, oddChunkSize, noDisk, badName, hugeMemory] {
+        for manifest in [wrongCount, badDictionary, hugeStored, oddChunkSize, empty, badName, hugeMemory] {
             let data = try manifest.encoded()
             #expect(throws: CatalogError.self) { try Manifest.decode(data, expected: nil, file: "m") }
+        }
+    }
+
+    /// A disk is optional: kernel + initrd only is an appliance `streamvm run` starts, so its
+    /// manifest must be accepted too.
+    @Test func aManifestWithoutADiskIsValid() throws {
+        var diskless = Self.sample()
+        diskless.artifacts[0].role = .kernel
+        diskless.artifacts.append(Artifact(role: .initrd, size: 10, digest: Digest.of(Data("i".utf8)), chunks: [nil]))
+        let data = try diskless.encoded()
+        let decoded = try Manifest.decode(data, expected: Digest.of(data), file: "m")
+        #expect(decoded.artifact(.disk) == nil)
+        #expect(decoded.artifacts.map(\.role) == [.kernel, .initrd])
+    }
+
+    @Test func aManifestWithoutArtifactsIsRefusedSayingSo() throws {
+        var empty = Self.sample()
+        empty.artifacts = []
+        #expect(throws: CatalogError.malformed(file: "m", problem: "lists no artifacts")) {
+            try Manifest.decode(try empty.encoded(), expected: nil, file: "m")
         }
     }
 

@@ -31,6 +31,7 @@ final class StreamBootFixture: @unchecked Sendable {
     let base: String
     let catalog: CatalogDirectory
     let key = SigningKey()
+    /// The server's trace upload token.
     let tokenFile: String
     let traceRoot: String
     private(set) var port = 0
@@ -129,11 +130,12 @@ final class StreamBootFixture: @unchecked Sendable {
         guard process.terminationStatus == 0 else { throw HypervisorError.invalidConfiguration("\(tool) failed") }
     }
 
-    func startServer() async throws {
-        var options = CatalogServer.Options(catalog: catalog.root)
+    /// Serves the published catalogue, or another catalogue directory (`root`, e.g. a mirror of it).
+    func startServer(root: String? = nil) async throws {
+        var options = CatalogServer.Options(catalog: root ?? catalog.root)
         options.port = 0
         options.scrubEnabled = false
-        options.tokenFile = tokenFile
+        options.traceTokenFile = tokenFile
         options.traceDirectory = traceRoot
         let server = try CatalogServer(options: options, logger: logger)
         let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
@@ -161,11 +163,13 @@ final class StreamBootFixture: @unchecked Sendable {
     var url: String { "http://127.0.0.1:\(port)" }
 
     /// A client stack with its own (empty) cache directory.
-    func loader(cache: String, retry: RetryPolicy = RetryPolicy(), stallTimeout: Double = 5, origin: String? = nil) throws -> ChunkLoader {
+    func loader(cache: String, retry: RetryPolicy = RetryPolicy(), stallTimeout: Double = 5, origin: String? = nil,
+                rollback: RollbackProtection? = nil) throws -> ChunkLoader {
         var configuration = Fetcher.Configuration()
         configuration.stallTimeoutSeconds = stallTimeout
         let fetcher = try Fetcher(configuration: configuration, logger: logger)
-        let client = try CatalogClient(origins: [try Origin(origin ?? url)], trust: .key(key.publicKey), fetcher: fetcher, retry: retry, logger: logger)
+        let client = try CatalogClient(origins: [try Origin(origin ?? url)], trust: .key(key.publicKey), fetcher: fetcher, retry: retry,
+                                       rollbackProtection: rollback, logger: logger)
         return ChunkLoader(client: client, cache: try ChunkCache(root: base + "/" + cache, capacityBytes: 1 << 30, logger: logger))
     }
 }

@@ -96,6 +96,42 @@ struct StreamBootTests {
         await fixture.stopServer()
     }
 
+    /// `boot` remembers the newest catalogue generation it accepted on this host: the origin going
+    /// back to an older catalog.json (a restored backup, a stale replica) is refused before anything runs.
+    @Test func bootRefusesACatalogueOlderThanOneThisHostAccepted() async throws {
+        let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=hello", sectors: 64)
+        let generationOne = try fixture.catalog.read(.catalog)
+        // Version 2 makes generation 2.
+        let appliance = fixture.base + "/appliance"
+        var config = try JSONDecoder().decode(ApplianceConfig.self, from: Data(contentsOf: URL(fileURLWithPath: appliance + "/appliance.json")))
+        config.version = "2"
+        try JSONEncoder().encode(config).write(to: URL(fileURLWithPath: appliance + "/appliance.json"))
+        var publish = PublishOptions()
+        publish.trainDictionary = false
+        _ = try Publisher(catalog: fixture.catalog, key: fixture.key, options: publish, logger: fixture.logger).publish(try ApplianceDirectory(path: appliance))
+        try await fixture.startServer()
+        let seen = SeenGenerations(directory: fixture.base + "/state")
+        func bootProtected(cache: String) async throws -> StreamBootSession.Outcome {
+            let loader = try fixture.loader(cache: cache, rollback: RollbackProtection(seen: seen))
+            defer { loader.client.fetcher.shutdown() }
+            var options = StreamBootSession.Options(reference: "blkguest@1")
+            options.timeout = .seconds(120)
+            return try await StreamBootSession(loader: loader, options: options, logger: fixture.logger).boot()
+        }
+        let first = try await bootProtected(cache: "cache-1")
+        #expect(first.reason == .powerOff(code: 0), "\(first.console)")
+        #expect(try seen.highest(for: fixture.key.publicKey) == 2)
+
+        try fixture.catalog.repair(.catalog, data: generationOne)
+        do {
+            let outcome = try await bootProtected(cache: "cache-2")
+            Issue.record("generation 1 was booted after generation 2: \(outcome.reason)")
+        } catch {
+            #expect("\(error)".contains("generation 1, older than generation 2"), "\(error)")
+        }
+        await fixture.stopServer()
+    }
+
     @Test func aLinkThatStaysDownEndsTheRunWithAClearErrorAfterTheDeadline() async throws {
         let fixture = try StreamBootFixture(name: "blkguest", commandLine: "mode=blk", sectors: 2048)
         try await fixture.startServer()

@@ -24,13 +24,14 @@ struct ClientHarness {
     static let quickRetry = RetryPolicy(attemptsPerOrigin: 3, backoffSeconds: [0.01, 0.02])
 
     init(origins: [String], trust: SignedCatalog.Trust, cacheRoot: String? = nil, cacheCapacity: Int = 1 << 30,
-         retry: RetryPolicy = ClientHarness.quickRetry, stallTimeout: Double = 0.5, caFile: String? = nil) throws {
+         retry: RetryPolicy = ClientHarness.quickRetry, stallTimeout: Double = 0.5, caFile: String? = nil,
+         rollback: RollbackProtection? = nil) throws {
         var configuration = Fetcher.Configuration()
         configuration.stallTimeoutSeconds = stallTimeout
         configuration.caFile = caFile
         fetcher = try Fetcher(configuration: configuration, logger: Self.logger)
         client = try CatalogClient(origins: origins.map { try Origin($0) }, trust: trust, fetcher: fetcher,
-                                   retry: retry, logger: Self.logger)
+                                   retry: retry, rollbackProtection: rollback, logger: Self.logger)
         cache = try cacheRoot.map { try ChunkCache(root: $0, capacityBytes: cacheCapacity, logger: Self.logger) }
         loader = ChunkLoader(client: client, cache: cache)
     }

@@ -147,7 +147,7 @@ import Testing
         var options = CatalogServer.Options(catalog: fixture.root)
         options.port = 0
         options.scrubEnabled = false
-        options.tokenFile = tokenFile
+        options.traceTokenFile = tokenFile
         options.traceDirectory = directory.sub("traces")
         var logger = Logger(label: "test.server")
         logger.logLevel = .critical

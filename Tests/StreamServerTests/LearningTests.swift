@@ -157,6 +157,88 @@ import Testing
         await server.stop()
     }
 
+    /// A trace of the demo appliance touching its chunks 2, 0 and 1.
+    static func demoTrace(_ catalogue: TestCatalogue) throws -> RunTrace {
+        let disk = try catalogue.directory.loadManifest(catalogue.manifestDigest).artifacts[0]
+        return RunTrace(appliance: "demo", version: "1", manifest: catalogue.manifestDigest, prefetch: "none", model: nil,
+                        started: Date(timeIntervalSince1970: 1_700_000_000), readySeconds: nil,
+                        records: [2, 0, 1].enumerated().map { step, index in
+                            RunTrace.Record(location: ChunkLocation(role: .disk, index: index), chunk: disk.chunks[index]?.id,
+                                            offset: index * TestCatalogue.chunkSize, wallSeconds: Double(step),
+                                            guestSeconds: Double(step) * 0.1, outcome: .demandMiss, stallSeconds: 0.1)
+                        })
+    }
+
+    /// catalog.json re-signed by the catalogue key with models delegated to `modelKey`.
+    static func delegate(_ catalogue: TestCatalogue, to modelKey: TrustedKey) throws {
+        var index = try #require(try catalogue.directory.loadCatalog(trust: .key(catalogue.key.publicKey))).index
+        index.modelKey = modelKey.base64
+        index.generation += 1
+        try catalogue.directory.write(.catalog, data: try SignedCatalog(index: index, key: catalogue.key).encoded())
+    }
+
+    @Test func withDelegationTheModelKeyPublishesModelsJsonAndNeverTouchesTheCatalogue() throws {
+        let catalogue = try TestCatalogue()
+        let modelKey = SigningKey()
+        try Self.delegate(catalogue, to: modelKey.publicKey)
+        let traceRoot = catalogue.base + "/traces"
+        try AtomicFile.makeDirectories(traceRoot + "/demo")
+        try Self.demoTrace(catalogue).encoded().write(to: URL(fileURLWithPath: traceRoot + "/demo/20260101T000000Z-a.json"))
+        let catalogBefore = try catalogue.directory.read(.catalog)
+
+        let report = try ModelPublisher(catalog: catalogue.directory, key: modelKey, traceRoot: traceRoot, logger: Logger(label: "test"))
+            .learn(appliance: "demo")
+        #expect(report.published && report.generation == 1)
+        #expect(try catalogue.directory.read(.catalog) == catalogBefore)
+        let models = try SignedModelIndex.decode(try catalogue.directory.read(.modelIndex), trust: modelKey.publicKey)
+        #expect(models.index.models["demo"] == report.model)
+        #expect(catalogue.directory.contains(.model(report.model)))
+
+        // A key the catalogue neither is signed by nor delegates to learns nothing.
+        let stranger = ModelPublisher(catalog: catalogue.directory, key: SigningKey(), traceRoot: traceRoot, logger: Logger(label: "test"))
+        do {
+            _ = try stranger.learn(appliance: "demo")
+            Issue.record("an undelegated key published a model")
+        } catch let error as ServerError {
+            #expect(error.description.contains("delegates models"))
+        }
+        // models.json signed by someone else is refused, not overwritten, by the delegated learner.
+        let foreign = try SignedModelIndex(index: ModelIndex(generation: 9, models: [:]), key: SigningKey()).encoded()
+        try catalogue.directory.write(.modelIndex, data: foreign)
+        try Self.demoTrace(catalogue).encoded().write(to: URL(fileURLWithPath: traceRoot + "/demo/20260101T000001Z-b.json"))
+        #expect(throws: CatalogError.self) {
+            try ModelPublisher(catalog: catalogue.directory, key: modelKey, traceRoot: traceRoot, logger: Logger(label: "test")).learn(appliance: "demo")
+        }
+        #expect(try catalogue.directory.read(.modelIndex) == foreign)
+    }
+
+    @Test func theServerLearnsHoldingOnlyTheModelKey() async throws {
+        let catalogue = try TestCatalogue()
+        let modelKey = SigningKey()
+        try Self.delegate(catalogue, to: modelKey.publicKey)
+        let (tokenFile, token) = try makeTokenFile(in: catalogue)
+        let catalogBefore = try catalogue.directory.read(.catalog)
+        let server = try await RunningServer.start(catalogue: catalogue) {
+            $0.traceTokenFile = tokenFile
+            $0.learningKey = modelKey
+        }
+        let stored = try await request(server, .POST, "/v1/traces/demo", headers: [("Authorization", "Bearer \(token)")],
+                                       body: Array(try Self.demoTrace(catalogue).encoded()))
+        #expect(stored.status == 201)
+        var model: Digest?
+        for _ in 0..<200 where model == nil {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            let served = try await request(server, .GET, "/models.json")
+            if served.status == 200 {
+                model = try SignedModelIndex.decode(Data(served.bytes), trust: modelKey.publicKey).index.models["demo"]
+            }
+        }
+        let digest = try #require(model)
+        #expect(try await request(server, .GET, "/" + CatalogObject.model(digest).path).status == 200)
+        #expect(try catalogue.directory.read(.catalog) == catalogBefore)
+        await server.stop()
+    }
+
     @Test func anotherSignersCatalogueIsNotRewritten() throws {
         let catalogue = try TestCatalogue()
         let publisher = ModelPublisher(catalog: catalogue.directory, key: SigningKey(), traceRoot: catalogue.base + "/traces", logger: Logger(label: "test"))
@@ -167,7 +249,7 @@ import Testing
         let catalogue = try TestCatalogue()
         let (tokenFile, token) = try makeTokenFile(in: catalogue)
         let server = try await RunningServer.start(catalogue: catalogue) {
-            $0.tokenFile = tokenFile
+            $0.traceTokenFile = tokenFile
             $0.learningKey = catalogue.key
         }
         let manifest = try catalogue.directory.loadManifest(catalogue.manifestDigest)

@@ -205,6 +205,7 @@ struct PublishFixture {
         #expect(throws: ServerError.self) { try fixture.publish(key: key) }
         try FileManager.default.removeItem(atPath: "\(fixture.appliance)/initrd")
 
+        // Nothing but appliance.json: not an appliance.
         try FileManager.default.removeItem(atPath: "\(fixture.appliance)/disk.img")
         #expect(throws: ServerError.self) { try fixture.publish(key: key) }
         try fixture.writeArtifact("disk.img", PublishFixture.diskImage(chunkSize: fixture.chunkSize, chunks: 6, seed: 2))
@@ -223,6 +224,39 @@ struct PublishFixture {
         #expect(throws: ServerError.self) { try fixture.publish(key: SigningKey()) }
         #expect(throws: ServerError.self) { try fixture.publish(key: nil) }
         #expect(fixture.snapshot() == before)
+    }
+
+    /// Kernel + initrd only (no disk.img), a shape `streamvm run` boots: published and rebuilt exactly.
+    @Test func anApplianceWithoutADiskIsPublished() throws {
+        let fixture = try PublishFixture()
+        defer { fixture.cleanup() }
+        try fixture.writeConfig()
+        let kernel = PublishFixture.diskImage(chunkSize: fixture.chunkSize, chunks: 3, seed: 4)
+        let initrd = PublishFixture.diskImage(chunkSize: fixture.chunkSize, chunks: 5, seed: 5)
+        try fixture.writeArtifact("kernel", kernel)
+        try fixture.writeArtifact("initrd", initrd)
+        let key = SigningKey()
+        let summary = try fixture.publish(key: key)
+        #expect(summary.artifacts.map(\.role) == [.kernel, .initrd])
+        #expect(try fixture.reassemble(.kernel, reference: "demo", trust: key.publicKey) == kernel)
+        #expect(try fixture.reassemble(.initrd, reference: "demo", trust: key.publicKey) == initrd)
+        let store = try CatalogDirectory(root: fixture.catalog)
+        let signed = try #require(try store.loadCatalog(trust: .key(key.publicKey)))
+        #expect(try store.loadManifest(signed.index.resolve("demo").entry.manifest).artifact(.disk) == nil)
+    }
+
+    @Test func anApplianceWithNoArtifactIsRefusedNamingTheFilesItNeeds() throws {
+        let fixture = try PublishFixture()
+        defer { fixture.cleanup() }
+        try fixture.writeConfig()
+        do {
+            _ = try fixture.publish(key: SigningKey())
+            Issue.record("a directory with only appliance.json was published")
+        } catch let error as ServerError {
+            #expect(error.description.contains("no artifact to publish"))
+            #expect(error.description.contains("kernel") && error.description.contains("disk.img"))
+        }
+        #expect(!FileManager.default.fileExists(atPath: "\(fixture.catalog)/catalog.json"))
     }
 
     @Test func changedContentUnderThePublishedVersionIsRefusedUnlessReplacing() throws {

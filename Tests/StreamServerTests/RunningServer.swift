@@ -43,8 +43,8 @@ final class RunningServer: @unchecked Sendable {
 }
 
 /// Writes a token file for a test catalogue and returns its path and value.
-func makeTokenFile(in catalogue: TestCatalogue, token: String = "test-token-0123456789abcdef") throws -> (path: String, token: String) {
-    let path = catalogue.base + "/token"
+func makeTokenFile(in catalogue: TestCatalogue, token: String = "test-token-0123456789abcdef", name: String = "token") throws -> (path: String, token: String) {
+    let path = catalogue.base + "/" + name
     try token.write(toFile: path, atomically: true, encoding: .utf8)
     return (path, token)
 }

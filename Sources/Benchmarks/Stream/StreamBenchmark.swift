@@ -8,7 +8,9 @@ import StreamServer
 
 /// `streamvm bench stream`: for one appliance and one WAN profile, stream-boots the appliance with
 /// each prefetch mode through the shaping proxy and measures time to ready, stalls after ready and
-/// bytes, next to the oracle bound (RTT + compressed bytes needed before ready ÷ rate). The model is
+/// bytes, each next to its own oracle bound: RTT + compressed bytes of the chunks *that run's guest*
+/// touched before ready ÷ rate (a guest that waits longer touches more, so one oracle for all modes
+/// would flatter the fast ones; issue #15). The model is
 /// trained on separate runs (unshaped, on loopback) before any evaluated run. An appliance directory
 /// with a memory snapshot (memory.img + vmstate.json) is published with it and every run resumes it
 /// (ready = the marker printed after the first post-resume response).
@@ -18,6 +20,12 @@ public struct StreamBenchmark: Sendable {
         public var rateMbit: Double
         public var rttMs: Double
         public var rateBytesPerSecond: Double { rateMbit * 1e6 / 8 }
+
+        public init(name: String, rateMbit: Double, rttMs: Double) {
+            self.name = name
+            self.rateMbit = rateMbit
+            self.rttMs = rttMs
+        }
 
         /// The issue's profiles.
         public static let all = [Profile(name: "dsl", rateMbit: 7.2, rttMs: 30), Profile(name: "lte", rateMbit: 20, rttMs: 60),
@@ -39,9 +47,29 @@ public struct StreamBenchmark: Sendable {
         /// Resumes: userfaultfd faults on guest memory, and pages installed ahead of the guest.
         public var page_faults: Int? = nil
         public var pages_installed: Int? = nil
+        /// This run's oracle: RTT + `oracle_bytes` ÷ rate (nil when the run never reached READY).
+        public var oracle_ttr_s: Double? = nil
+        /// Compressed bytes this run's guest needed before READY: what must be whole before the start
+        /// plus each distinct non-zero chunk it touched first before READY.
+        public var oracle_bytes: Int? = nil
+        /// ttr_s ÷ oracle_ttr_s: how far this mode is from the best any prefetcher could do for the
+        /// bytes this very run needed (1.0 is the bound).
+        public var oracle_ratio: Double? = nil
     }
 
-    /// What `oracle_ttr_s` counts.
+    /// The oracle of one run: the RTT plus what its guest needed before READY at the link's rate.
+    public struct Oracle: Sendable, Equatable {
+        public var bytes: Int
+        public var seconds: Double
+
+        /// `manifest` is the version that ran; `ready` the trace's ready time (wall seconds).
+        public static func of(trace: RunTrace, ready: Double, manifest: Manifest, profile: Profile) throws -> Oracle {
+            let bytes = try StreamBenchmark.bytesNeeded(before: ready, trace: trace, manifest: manifest)
+            return Oracle(bytes: bytes, seconds: profile.rttMs / 1000 + Double(bytes) / profile.rateBytesPerSecond)
+        }
+    }
+
+    /// What `none_run_oracle_ttr_s` counts.
     public enum OracleBasis: String, Sendable, Codable {
         /// The chunks the `none` run needed before READY: the issue's bound.
         case noneRun = "none-run"
@@ -56,9 +84,13 @@ public struct StreamBenchmark: Sendable {
         /// Runs resumed the appliance's memory snapshot instead of booting it.
         public var resumed: Bool
         public var profile: String
-        public var oracle_ttr_s: Double
-        /// What the oracle counts (absent in reports from before it was recorded).
-        public var oracle_basis: OracleBasis? = nil
+        /// The former single oracle (before issue #15), kept for comparison with older reports: the
+        /// chunks the `none` run needed before READY, charged to every mode. It over-counts for fast
+        /// modes (a `none` guest waits longer and touches more); each mode's own oracle is
+        /// `modes.<mode>.oracle_ttr_s`. Older reports call this field `oracle_ttr_s`.
+        public var none_run_oracle_ttr_s: Double
+        /// What `none_run_oracle_ttr_s` counts (older reports: `oracle_basis`).
+        public var none_run_oracle_basis: OracleBasis
         public var modes: [String: ModeResult]
         public var training_runs: Int
         public var source: String
@@ -139,7 +171,7 @@ public struct StreamBenchmark: Sendable {
         var options = CatalogServer.Options(catalog: catalog.root)
         options.port = 0
         options.scrubEnabled = false
-        options.tokenFile = tokenFile
+        options.traceTokenFile = tokenFile
         options.traceDirectory = work + "/traces"
         options.stallTimeout = options.stallTimeout * timerScale
         let server = try CatalogServer(options: options, logger: logger)
@@ -197,17 +229,22 @@ public struct StreamBenchmark: Sendable {
         var timelines: [Timeline] = []
         var neededBeforeReady: Int?
         var resumed = false
+        guard let published = try catalog.loadCatalog(trust: .insecure) else { throw ClientError.benchmark("\(catalog.root) lost its catalog.json") }
+        let manifest = try catalog.loadManifest(try published.index.resolve(name).entry.manifest)
         for mode in modes {
             progress?("mode \(mode.rawValue) over \(profile.name) (\(profile.rateMbit) Mbit/s, \(profile.rttMs) ms)")
             let (outcome, samples) = try await boot(name, mode: mode, origin: shaped, cache: "\(work)/cache-\(mode.rawValue)")
             let report = outcome.report
             resumed = report.resumed
+            let oracle = try outcome.trace.readySeconds.map { try Oracle.of(trace: outcome.trace, ready: $0, manifest: manifest, profile: profile) }
             results[mode.rawValue] = ModeResult(ttr_s: report.readySeconds, stall_count: report.stallsAfterReady,
                                                 stall_s: report.stallSecondsAfterReady, bytes: report.bytesReceived, stop: report.stopReason,
                                                 buffered_bytes: report.bufferedBytes,
                                                 demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count,
                                                 guest_start_s: report.traceStartSeconds + (report.bufferingSeconds ?? 0),
-                                                page_faults: report.memoryPageFaults, pages_installed: report.memoryPagesInstalled)
+                                                page_faults: report.memoryPageFaults, pages_installed: report.memoryPagesInstalled,
+                                                oracle_ttr_s: oracle?.seconds, oracle_bytes: oracle?.bytes,
+                                                oracle_ratio: Self.ratio(report.readySeconds, to: oracle?.seconds))
             progress?("mode \(mode.rawValue): ready at \(report.readySeconds.map { String(format: "%.2f s", $0) } ?? "never"), "
                       + "\(report.stallsAfterReady) stalls after ready, \(report.bytesReceived) bytes, \(report.stopReason)")
             if report.readySeconds == nil || outcome.reason != .powerOff(code: 0) {
@@ -219,16 +256,21 @@ public struct StreamBenchmark: Sendable {
             timelines.append(Timeline(mode: mode, samples: samples,
                                       stalls: outcome.trace.records.filter { $0.stallSeconds > 0 }.map { (offset + $0.wallSeconds - $0.stallSeconds, $0.stallSeconds) },
                                       readySeconds: report.readySeconds))
-            if mode == .none, let ready = outcome.trace.readySeconds {
-                neededBeforeReady = try Self.bytesNeeded(before: ready, trace: outcome.trace, catalog: catalog)
-            }
+            if mode == .none { neededBeforeReady = oracle?.bytes }
         }
-        let needed = try neededBeforeReady ?? Self.bootBytes(catalog: catalog, appliance: name)
+        let needed = neededBeforeReady ?? Self.bootArtifactBytes(manifest)
         let basis: OracleBasis = neededBeforeReady == nil ? .startOnly : .noneRun
-        let oracle = profile.rttMs / 1000 + Double(needed) / profile.rateBytesPerSecond
-        return (Report(appliance: name, resumed: resumed, profile: profile.name, oracle_ttr_s: oracle, oracle_basis: basis, modes: results, training_runs: trainingRuns,
+        let noneRunOracle = profile.rttMs / 1000 + Double(needed) / profile.rateBytesPerSecond
+        return (Report(appliance: name, resumed: resumed, profile: profile.name, none_run_oracle_ttr_s: noneRunOracle,
+                       none_run_oracle_basis: basis, modes: results, training_runs: trainingRuns,
                        source: source, training_ttr_s: trainingReady, appliance_arguments: applianceArguments.arguments),
                 timelines)
+    }
+
+    /// `value ÷ bound`, when both exist and the bound is positive.
+    static func ratio(_ value: Double?, to bound: Double?) -> Double? {
+        guard let value, let bound, bound > 0 else { return nil }
+        return value / bound
     }
 
     /// One boot with a fresh cache, sampling the bytes received every 50 ms.
@@ -270,23 +312,20 @@ public struct StreamBenchmark: Sendable {
 
     /// Compressed bytes the guest needed before it printed the ready marker: what must be whole before
     /// it starts (kernel and initrd, or for a resume the device state) plus every non-zero chunk, disk
-    /// or memory, it touched first before ready.
-    static func bytesNeeded(before ready: Double, trace: RunTrace, catalog: CatalogDirectory) throws -> Int {
-        let manifest = try catalog.loadManifest(trace.manifest)
+    /// or memory, it touched first before ready, each distinct chunk once (a chunk that appears at two
+    /// places is fetched once: the loader keys chunks by content).
+    public static func bytesNeeded(before ready: Double, trace: RunTrace, manifest: Manifest) throws -> Int {
         var bytes = bootArtifactBytes(manifest)
+        var counted = Set<ChunkID>()
         for record in trace.records where record.wallSeconds <= ready && record.outcome != .zero && record.outcome != .overlay {
-            bytes += try record.location.ref(in: manifest)?.stored ?? 0
+            guard let ref = try record.location.ref(in: manifest), counted.insert(ref.id).inserted else { continue }
+            bytes += ref.stored
         }
         return bytes
     }
 
-    /// Without a trace: what must be whole before the start only (a lower bound).
-    static func bootBytes(catalog: CatalogDirectory, appliance: String) throws -> Int {
-        guard let signed = try catalog.loadCatalog(trust: .insecure) else { return 0 }
-        return bootArtifactBytes(try catalog.loadManifest(try signed.index.resolve(appliance).entry.manifest))
-    }
-
-    static func bootArtifactBytes(_ manifest: Manifest) -> Int {
+    /// What must be whole before the guest starts; without a trace, the oracle's lower bound.
+    public static func bootArtifactBytes(_ manifest: Manifest) -> Int {
         let resumes = manifest.artifact(.memory) != nil && manifest.artifact(.state) != nil
         return (resumes ? [ArtifactRole.state] : [.kernel, .initrd]).compactMap { manifest.artifact($0) }
             .reduce(0) { total, artifact in total + artifact.chunks.reduce(0) { $0 + ($1?.stored ?? 0) } }

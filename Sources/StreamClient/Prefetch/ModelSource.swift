@@ -2,13 +2,25 @@ import Catalog
 import Foundation
 import Logging
 
-/// Fetches and checks the access-order model the signed catalogue names for an appliance. A model is
-/// an optimisation: when it is missing, unreachable, corrupt or learned for another version, boot goes
-/// on without it (on demand plus readahead) and the reason is logged, never thrown.
+/// Fetches and checks the access-order model for an appliance: the one models.json names when the
+/// catalogue delegates models to a key (models.json must be signed by exactly that key), else the one
+/// the signed catalogue itself names. A model is an optimisation: when it is missing, unreachable,
+/// wrongly signed, corrupt or learned for another version, boot goes on without it (on demand plus
+/// readahead) and the reason is logged, never thrown. Even a validly signed but hostile model only
+/// changes what is fetched when: every chunk is still checked against the manifest.
 public enum ModelSource {
     public static func load(client: CatalogClient, index: CatalogIndex, appliance: String, manifest: Manifest,
                             manifestDigest: Digest, logger: Logger) async -> AccessModel? {
-        guard let digest = index.appliances[appliance]?.model else {
+        var named = index.appliances[appliance]?.model
+        if let modelKey = index.modelSigningKey {
+            do {
+                if let delegated = try await client.loadModelIndex(signedBy: modelKey).index.index.models[appliance] { named = delegated }
+            } catch {
+                logger.warning("models.json unusable; using the model the catalogue names, if any",
+                               metadata: ["appliance": "\(appliance)", "error": "\(error)"])
+            }
+        }
+        guard let digest = named else {
             logger.info("no access-order model published yet; streaming on demand with readahead", metadata: ["appliance": "\(appliance)"])
             return nil
         }

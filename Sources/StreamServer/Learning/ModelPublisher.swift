@@ -18,8 +18,11 @@ public struct LearnReport: Codable, Sendable, Equatable {
 }
 
 /// `streamvm learn`: reads the traces of an appliance's current version, learns an access-order model,
-/// stores it as a content-addressed object and publishes a newly signed catalog.json naming it.
-/// No chunk or manifest is rewritten; only catalog.json changes, by the usual atomic rename.
+/// stores it as a content-addressed object and names it in a signed index, by the usual atomic rename:
+/// - with the key the catalogue delegates models to (`CatalogIndex.modelKey`), in models.json, signed
+///   by that key; catalog.json is not touched, so the learning origin needs no catalogue key;
+/// - with the catalogue's own key, in a newly signed catalog.json (catalogues without delegation).
+/// No chunk or manifest is rewritten.
 public final class ModelPublisher: Sendable {
     /// Newest traces used at most: enough runs for stable statistics, bounded learning time.
     public static let maximumTraces = 200
@@ -47,7 +50,8 @@ public final class ModelPublisher: Sendable {
         guard let signed = try catalog.loadCatalog(trust: .insecure) else {
             throw ServerError.invalidOption("\(catalog.root) has no catalog.json; publish the appliance first")
         }
-        if signed.signer != key?.publicKey { throw ServerError.catalogKeyMismatch(path: catalog.filePath(.catalog)) }
+        let delegated = key != nil && signed.index.modelSigningKey == key?.publicKey
+        if !delegated, signed.signer != key?.publicKey { throw ServerError.learningKeyMismatch(path: catalog.filePath(.catalog)) }
         let resolved = try signed.index.resolve(reference)
         let manifest = try catalog.loadManifest(resolved.entry.manifest)
 
@@ -73,9 +77,52 @@ public final class ModelPublisher: Sendable {
         let digest = Digest.of(bytes)
         try catalog.write(.model(digest), data: bytes)
 
-        // Read-modify-write of catalog.json under the catalogue lock, from the catalogue as it is now:
-        // a publish that ran while the traces were read must not be undone.
-        let (published, generation) = try catalog.withCatalogLock { () throws -> (Bool, Int) in
+        let (published, generation) = delegated
+            ? try publishDelegated(digest, for: resolved, key: key!)
+            : try publishInCatalogue(digest, for: resolved)
+        logger.info("learned access-order model", metadata: [
+            "appliance": "\(resolved.name)@\(resolved.version)", "model": "\(digest.short)", "runs": "\(traces.count)",
+            "skipped": "\(skipped.count)", "clusters": "\(model.clusters.count)", "signed_by": "\(delegated ? "model key" : "catalogue key")",
+        ])
+        return LearnReport(appliance: resolved.name, version: resolved.version, model: digest, runs: traces.count, skipped: skipped,
+                           clusters: model.clusters.count, workingSetBytes: model.workingSetBytes, published: published,
+                           generation: generation)
+    }
+
+    /// Names the model in models.json, signed by the delegated model key. Under the catalogue lock
+    /// (every writer of the catalogue's mutable files takes it), from models.json and catalog.json as
+    /// they are now. Returns whether models.json changed and its generation.
+    private func publishDelegated(_ digest: Digest, for resolved: (name: String, version: String, entry: CatalogIndex.Version),
+                                  key: SigningKey) throws -> (Bool, Int) {
+        try catalog.withCatalogLock { () throws -> (Bool, Int) in
+            guard let latest = try catalog.loadCatalog(trust: .insecure) else {
+                throw ServerError.invalidOption("\(catalog.root) lost its catalog.json while learning")
+            }
+            guard latest.index.modelSigningKey == key.publicKey else { throw ServerError.learningKeyMismatch(path: catalog.filePath(.catalog)) }
+            // An existing models.json must be ours; anything else there is refused, not overwritten.
+            var index = ModelIndex()
+            if catalog.contains(.modelIndex) {
+                index = try SignedModelIndex.decode(try catalog.read(.modelIndex), trust: key.publicKey,
+                                                    file: catalog.filePath(.modelIndex)).index
+            }
+            guard latest.index.appliances[resolved.name]?.versions[resolved.version]?.manifest == resolved.entry.manifest else {
+                logger.warning("version republished while learning; model not published",
+                               metadata: ["appliance": "\(resolved.name)@\(resolved.version)"])
+                return (false, index.generation)
+            }
+            guard index.models[resolved.name] != digest else { return (false, index.generation) }
+            index.models[resolved.name] = digest
+            index.generation += 1
+            try catalog.write(.modelIndex, data: try SignedModelIndex(index: index, key: key).encoded())
+            return (true, index.generation)
+        }
+    }
+
+    /// Names the model in catalog.json, signed by the catalogue key. Read-modify-write under the
+    /// catalogue lock, from the catalogue as it is now: a publish that ran while the traces were read
+    /// must not be undone.
+    private func publishInCatalogue(_ digest: Digest, for resolved: (name: String, version: String, entry: CatalogIndex.Version)) throws -> (Bool, Int) {
+        try catalog.withCatalogLock { () throws -> (Bool, Int) in
             guard let latest = try catalog.loadCatalog(trust: .insecure) else {
                 throw ServerError.invalidOption("\(catalog.root) lost its catalog.json while learning")
             }
@@ -93,13 +140,6 @@ public final class ModelPublisher: Sendable {
             try catalog.write(.catalog, data: try SignedCatalog(index: index, key: key).encoded())
             return (true, index.generation)
         }
-        logger.info("learned access-order model", metadata: [
-            "appliance": "\(resolved.name)@\(resolved.version)", "model": "\(digest.short)", "runs": "\(traces.count)",
-            "skipped": "\(skipped.count)", "clusters": "\(model.clusters.count)",
-        ])
-        return LearnReport(appliance: resolved.name, version: resolved.version, model: digest, runs: traces.count, skipped: skipped,
-                           clusters: model.clusters.count, workingSetBytes: model.workingSetBytes, published: published,
-                           generation: generation)
     }
 
     /// Trace files of `appliance`, newest first (names start with a UTC timestamp).

@@ -6,7 +6,7 @@ import NIOFoundationCompat
 import NIOHTTP1
 
 /// `streamvm push`: copies a local catalogue to a `streamvm serve` over HTTP. Objects go in dependency
-/// order (dictionaries, chunks, manifests, models, and catalog.json last), so the server never holds a
+/// order (dictionaries, chunks, manifests, models, catalog.json, then models.json), so the server never holds a
 /// catalogue that names something it lacks; objects the server already has (HEAD 200) are skipped.
 public struct CatalogPusher: Sendable {
     public struct Summary: Sendable, Equatable {
@@ -53,12 +53,14 @@ public struct CatalogPusher: Sendable {
             summary.bytesUploaded += part.bytesUploaded
             progress("\(objects[0].kind!.rawValue): \(part.uploaded) uploaded, \(part.skipped) already present")
         }
-        if directory.contains(.catalog) {
-            let part = try await pushInParallel([.catalog])
+        // catalog.json, then models.json: the server accepts a model index only from the key the
+        // catalogue it holds delegates models to.
+        for object in [CatalogObject.catalog, .modelIndex] where directory.contains(object) {
+            let part = try await pushInParallel([object])
             summary.uploaded += part.uploaded
             summary.skipped += part.skipped
             summary.bytesUploaded += part.bytesUploaded
-            progress("catalog.json: \(part.uploaded == 1 ? "uploaded" : "already current")")
+            progress("\(object.path): \(part.uploaded == 1 ? "uploaded" : "already current")")
         }
         return summary
     }

@@ -15,19 +15,22 @@ public struct CatalogResponder: HTTPResponder {
     let traces: TraceStore
     /// nil: writes are disabled (no --token-file).
     let token: UploadToken?
+    /// nil: trace uploads are disabled (no --trace-token-file). Never the write token.
+    let traceToken: UploadToken?
     let metrics: ServerMetrics
     let objectResponses: ObjectResponses
     /// Hears of every stored trace (automatic learning); nil when the server does not learn.
     let onTraceStored: (@Sendable (String) -> Void)?
 
     public init(store: VerifiedObjectStore, uploads: ObjectUploads, traces: TraceStore, token: UploadToken?,
-                metrics: ServerMetrics, threadPool: NIOThreadPool = .singleton,
+                traceToken: UploadToken? = nil, metrics: ServerMetrics, threadPool: NIOThreadPool = .singleton,
                 onTraceStored: (@Sendable (String) -> Void)? = nil) {
         self.onTraceStored = onTraceStored
         self.store = store
         self.uploads = uploads
         self.traces = traces
         self.token = token
+        self.traceToken = traceToken
         self.metrics = metrics
         self.objectResponses = ObjectResponses(threadPool: threadPool)
     }
@@ -97,7 +100,7 @@ public struct CatalogResponder: HTTPResponder {
     }
 
     private func write(_ object: CatalogObject, request: Request, logger: Logger) async throws -> Response {
-        if let refusal = authorize(request) { return refusal }
+        if let refusal = authorize(request, with: token, purpose: .catalogueWrites) { return refusal }
         let limit = uploads.maximumBodyBytes(object)
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
             return Self.plain(.contentTooLarge, "\(object.path) may be at most \(limit) bytes\n")
@@ -125,7 +128,7 @@ public struct CatalogResponder: HTTPResponder {
     }
 
     private func storeTrace(_ appliance: String, request: Request, logger: Logger) async throws -> Response {
-        if let refusal = authorize(request) { return refusal }
+        if let refusal = authorize(request, with: traceToken, purpose: .traceUploads) { return refusal }
         let limit = TraceStore.maximumTraceBytes
         var request = request
         let body: ByteBuffer
@@ -143,20 +146,28 @@ public struct CatalogResponder: HTTPResponder {
         }
     }
 
-    /// nil when the request carries the upload token; otherwise the refusal to send.
-    private func authorize(_ request: Request) -> Response? {
+    /// What a token authorises: each has its own secret, so a trace uploader cannot write the catalogue.
+    enum TokenPurpose {
+        case catalogueWrites, traceUploads
+
+        var option: String { self == .catalogueWrites ? "--token-file" : "--trace-token-file" }
+        var what: String { self == .catalogueWrites ? "catalogue writes" : "trace uploads" }
+    }
+
+    /// nil when the request carries `token`; otherwise the refusal to send.
+    private func authorize(_ request: Request, with token: UploadToken?, purpose: TokenPurpose) -> Response? {
         guard let token else {
-            return Self.plain(.forbidden, "uploads are disabled: the server was started without --token-file\n")
+            return Self.plain(.forbidden, "\(purpose.what) are disabled: the server was started without \(purpose.option)\n")
         }
         switch token.check(authorization: request.headers[.authorization]) {
         case .accepted:
             return nil
         case .missing:
-            var response = Self.plain(.unauthorized, "uploads need 'Authorization: Bearer <token>'\n")
+            var response = Self.plain(.unauthorized, "\(purpose.what) need 'Authorization: Bearer <token>'\n")
             response.headers[.wwwAuthenticate] = "Bearer realm=\"streamvm\""
             return response
         case .wrong:
-            return Self.plain(.forbidden, "the upload token is not valid\n")
+            return Self.plain(.forbidden, "the token is not valid for \(purpose.what)\n")
         }
     }
 

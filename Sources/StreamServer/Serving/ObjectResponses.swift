@@ -107,7 +107,7 @@ struct ObjectResponses: Sendable {
 
     static func contentType(_ object: CatalogObject) -> String {
         switch object {
-        case .catalog, .manifest, .model: return "application/json"
+        case .catalog, .modelIndex, .manifest, .model: return "application/json"
         case .chunk: return "application/zstd"
         case .dictionary: return "application/octet-stream"
         }

@@ -46,7 +46,7 @@ public struct ObjectScrubber: Sendable {
     /// One pass over every object now in the catalogue.
     public func scrubOnce() async -> PassReport {
         var report = PassReport()
-        let objects = [CatalogObject.catalog] + CatalogObject.Kind.allCases.flatMap { store.directory.objects(of: $0) }
+        let objects = [CatalogObject.catalog, .modelIndex] + CatalogObject.Kind.allCases.flatMap { store.directory.objects(of: $0) }
         for object in objects {
             if Task.isCancelled { break }
             let size = FileIdentity.of(path: store.directory.filePath(object))?.size ?? 0

@@ -173,6 +173,7 @@ extension CatalogDirectory {
     func maximumObjectBytes(_ object: CatalogObject) -> Int {
         switch object {
         case .catalog: return SignedCatalog.maximumBytes
+        case .modelIndex: return SignedModelIndex.maximumBytes
         case .manifest, .model: return Manifest.maximumBytes
         case .chunk, .dictionary: return Manifest.maximumChunkSize * 2
         }

@@ -54,6 +54,7 @@ public final class ObjectUploads: Sendable {
     public func put(_ object: CatalogObject, body: ByteBuffer) async throws -> Outcome {
         let data = body.getData(at: body.readerIndex, length: body.readableBytes) ?? Data()
         if object == .catalog { return try await putCatalog(data) }
+        if object == .modelIndex { return try await putModelIndex(data) }
         if case .servable = try await store.lookup(object) { return .alreadyPresent }
         let directory = store.directory
         let outcome = try await threadPool.runIfActive { [verifiers] () throws -> Outcome in
@@ -69,6 +70,37 @@ public final class ObjectUploads: Sendable {
         if outcome == .stored {
             store.invalidate(object)
             logger.info("stored uploaded object", metadata: ["object": "\(object.path)", "bytes": "\(data.count)"])
+        }
+        return outcome
+    }
+
+    /// models.json: accepted only when signed by the model key the served catalog.json delegates to,
+    /// when every model it names is here, and when it is not older than the one it replaces.
+    private func putModelIndex(_ data: Data) async throws -> Outcome {
+        let candidate: SignedModelIndex
+        do { candidate = try SignedModelIndex.decode(data, trust: nil, file: "uploaded models.json") } catch {
+            return .rejected(String(describing: error))
+        }
+        let directory = store.directory
+        let outcome = try await threadPool.runIfActive { [catalogLock] () throws -> Outcome in
+            try catalogLock.withLock { try directory.withCatalogLock {
+                guard let catalog = try? directory.loadCatalog(trust: .insecure), catalog.index.modelSigningKey == candidate.signer else {
+                    return .conflict("models.json must be signed by the model key catalog.json delegates to; push a catalog.json naming that key first")
+                }
+                for digest in Set(candidate.index.models.values).sorted() where !directory.contains(.model(digest)) {
+                    return .conflict("model \(digest.hex) named by models.json is not on the server; push models before models.json")
+                }
+                if let current = try? SignedModelIndex.decode(try directory.read(.modelIndex), trust: nil),
+                   candidate.index.generation < current.index.generation {
+                    return .conflict("models.json generation \(candidate.index.generation) is older than the served generation \(current.index.generation)")
+                }
+                try directory.write(.modelIndex, data: data)
+                return .stored
+            } }
+        }
+        if outcome == .stored {
+            store.invalidate(.modelIndex)
+            logger.notice("model index replaced by upload", metadata: ["generation": "\(candidate.index.generation)"])
         }
         return outcome
     }

@@ -18,6 +18,15 @@ public protocol VirtioDevice: AnyObject, Sendable {
                       completed: (Virtqueue) -> Void) throws(VirtqueueError)
     /// Forgets negotiated state (device reset, virtio 1.x §2.1.2).
     func reset()
+    /// Requests the device refused (answered with an error status), by reason; nil when it counts none.
+    var requestRefusals: GuestErrorCounters? { get }
+    /// The device model's name in metrics, e.g. "virtio-blk".
+    var metricsName: String { get }
+}
+
+extension VirtioDevice {
+    public var requestRefusals: GuestErrorCounters? { nil }
+    public var metricsName: String { "virtio-\(deviceType)" }
 }
 
 /// Feature bits defined for every device type (virtio 1.x §6).

@@ -64,7 +64,9 @@ public final class VirtioMMIOTransport: BusDevice {
     public let device: any VirtioDevice
     let memory: GuestMemory
     private let interrupt: any InterruptLine
-    private let logger: Logger
+    /// Ring errors and refused queue setups, by reason; guest-triggered, so counted and the log rate-limited.
+    public let guestErrors = GuestErrorCounters()
+    private let warnings: RateLimitedWarnings
     private let state: Locked<State>
     /// Held for a whole queue run, and by every register write except InterruptACK and QueueNotify;
     /// taken before `state`, never after.
@@ -74,9 +76,19 @@ public final class VirtioMMIOTransport: BusDevice {
         self.device = device
         self.memory = memory
         self.interrupt = interrupt
-        self.logger = logger
+        self.warnings = RateLimitedWarnings(logger: logger)
         state = Locked(State(queues: device.queueMaximumSizes.map(Virtqueue.init(maximumSize:))))
     }
+
+    /// Everything this device refused so far (for `Machine.metrics()`).
+    public func errorSnapshot() -> VirtioErrorSnapshot {
+        var refusals = guestErrors.values
+        for (reason, count) in device.requestRefusals?.values ?? [:] { refusals[reason, default: 0] &+= count }
+        return VirtioErrorSnapshot(device: device.metricsName, refusals: refusals, suppressedLogLines: warnings.suppressed)
+    }
+
+    /// Logs the summary of warnings still held back (call when the machine stops).
+    public func flushWarnings() { warnings.flush() }
 
     /// The transport's state, to be saved with a snapshot (after any queue run in progress).
     public func snapshot() -> State { queueWork.withLock { _ in state.withLock { $0 } } }
@@ -184,7 +196,8 @@ public final class VirtioMMIOTransport: BusDevice {
                         if queue.isValid(in: memory) {
                             queue.isReady = true
                         } else {
-                            logger.warning("virtio-mmio: refusing invalid queue setup", metadata: [
+                            guestErrors.count("invalid_queue_setup")
+                            warnings.warning("virtio-mmio: refusing invalid queue setup", metadata: [
                                 "queue": "\(selected)", "size": "\(queue.size)",
                                 "desc": "0x\(String(queue.descriptorTable, radix: 16))"])
                         }
@@ -245,7 +258,8 @@ public final class VirtioMMIOTransport: BusDevice {
             }
             state.withLock { $0.queues[index] = queue }
         } catch {
-            logger.warning("virtio-mmio: queue error, device needs reset", metadata: ["queue": "\(index)", "error": "\(error)"])
+            guestErrors.count(error.reason)
+            warnings.warning("virtio-mmio: queue error, device needs reset", metadata: ["queue": "\(index)", "error": "\(error)"])
             state.withLock { state in
                 state.queues[index] = queue
                 state.status |= VirtioStatus.deviceNeedsReset

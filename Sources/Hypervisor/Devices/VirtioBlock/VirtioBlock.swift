@@ -39,6 +39,8 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
 
     /// Requests served, bytes read from and written to the backend, requests answered with an error.
     public var counters: DeviceCounters { requestCounters.withLock { $0 } }
+    public let requestRefusals: GuestErrorCounters? = GuestErrorCounters()
+    public var metricsName: String { "virtio-blk" }
 
     public init(backend: any BlockBackend, identifier: String = "streamvm") {
         self.backend = backend
@@ -92,6 +94,7 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
         var writable = GuestBuffers(chain.writable, memory: memory)
         // The status byte is the last writable byte; without one there is nowhere to report anything.
         guard writable.totalLength >= 1 else {
+            requestRefusals?.count("no_status_byte")
             record(Self.statusIOError, 0, 0)
             return 0
         }
@@ -99,12 +102,13 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
         writable.limit(to: statusOffset)
         var diskBytesWritten = 0
         var type = UInt32.max
-        func finish(_ status: UInt8, dataWritten: Int) -> UInt32 {
+        func finish(_ status: UInt8, dataWritten: Int, refused reason: String? = nil) -> UInt32 {
+            if let reason { requestRefusals?.count(reason) }
             record(status, type == Self.requestIn && status == Self.statusOK ? dataWritten : 0, diskBytesWritten)
             writable.writeStatus(status, at: statusOffset)
             return UInt32(dataWritten + 1)
         }
-        guard readable.totalLength >= Self.headerSize else { return finish(Self.statusIOError, dataWritten: 0) }
+        guard readable.totalLength >= Self.headerSize else { return finish(Self.statusIOError, dataWritten: 0, refused: "short_header") }
         let header = readable.copyOut(offset: 0, length: Self.headerSize)
         type = UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24
         let sector = (0..<8).reduce(UInt64(0)) { $0 | UInt64(header[8 + $1]) << (8 * $1) }
@@ -114,7 +118,7 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
             let length = type == Self.requestIn ? writable.totalLength : readable.totalLength - Self.headerSize
             guard length % Int(Self.sectorSize) == 0, length <= Self.maximumRequestBytes,
                   sector <= capacitySectors, UInt64(length) / Self.sectorSize <= capacitySectors - sector else {
-                return finish(Self.statusIOError, dataWritten: 0)
+                return finish(Self.statusIOError, dataWritten: 0, refused: "bad_request_range")
             }
             let offset = sector * Self.sectorSize
             do {
@@ -124,7 +128,7 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
                     }
                     return finish(Self.statusOK, dataWritten: length)
                 }
-                guard !backend.isReadOnly else { return finish(Self.statusIOError, dataWritten: 0) }
+                guard !backend.isReadOnly else { return finish(Self.statusIOError, dataWritten: 0, refused: "write_to_read_only") }
                 try readable.forEachSegment(from: Self.headerSize, length: length) { diskOffset, piece in
                     try backend.write(at: offset + UInt64(diskOffset), from: UnsafeRawBufferPointer(piece))
                 }
@@ -146,7 +150,7 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
             writable.copyIn(Array(identifierBytes.prefix(count)), at: 0)
             return finish(Self.statusOK, dataWritten: count)
         default:
-            return finish(Self.statusUnsupported, dataWritten: 0)
+            return finish(Self.statusUnsupported, dataWritten: 0, refused: "unsupported_request")
         }
     }
 }
