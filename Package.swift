@@ -80,6 +80,17 @@ let package = Package(
             name: "StreamBoot",
             dependencies: ["Catalog", "StreamClient", "Hypervisor", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings),
+        // The control API of a running machine: Hummingbird over a Unix socket (Firecracker's shapes).
+        .target(
+            name: "ControlAPI",
+            dependencies: [
+                "Hypervisor",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings),
         // Every `streamvm bench` implementation and its helpers (peers, shaping proxy, statistics):
         // only the CLI and tests depend on it, so no library carries benchmark code.
         .target(
@@ -92,7 +103,7 @@ let package = Package(
         .executableTarget(
             name: "streamvm",
             dependencies: [
-                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "Benchmarks",
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "Benchmarks", "ControlAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -123,6 +134,9 @@ let package = Package(
         .testTarget(
             name: "StreamBootTests",
             dependencies: ["StreamBoot", "StreamClient", "StreamServer", "Benchmarks", "Hypervisor", "Catalog", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        .testTarget(
+            name: "ControlAPITests",
+            dependencies: ["ControlAPI", "Hypervisor", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "StreamBoot", "Catalog", "TestSupport"]),
     ]
 )

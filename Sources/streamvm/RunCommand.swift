@@ -1,5 +1,6 @@
 import ArgumentParser
 import Catalog
+import ControlAPI
 import Dispatch
 import Foundation
 import Glibc
@@ -56,6 +57,9 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "When resuming a snapshot, read all of memory.img before the guest runs (default: lazily, on first touch).")
     var eager = false
 
+    @Option(help: "Serve the control API (pause, resume, snapshot, metrics) on this Unix socket, mode 0600 (docs/CONTROL-API.md).")
+    var apiSocket: String?
+
     func run() throws {
         let directory = URL(fileURLWithPath: appliance)
         let config = try ApplianceConfig.load(directory: appliance)
@@ -110,7 +114,10 @@ struct RunCommand: ParsableCommand {
         defer { sources.forEach { $0.cancel() } }
         if terminal != nil { ConsoleInput.start(feeding: machine.serial) }
 
-        let reason = machine.run(timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+        let info = InstanceInfo(id: config.name, appliance: config.name, applianceVersion: config.version, memoryMiB: memoryMiB)
+        let reason = try ControlSocket.serving(at: apiSocket, machine: machine, info: info, logger: logger) {
+            machine.run(timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+        }
         terminal?.restore()
         FileHandle.standardError.write(Data("\nstreamvm: \(reason)\n".utf8))
         throw ExitCode(Self.status(for: reason))

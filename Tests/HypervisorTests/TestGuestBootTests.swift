@@ -6,22 +6,10 @@ import Testing
 
 /// Builds appliances/testguest once per test process with its build script (system gcc/binutils).
 enum TestGuest {
-    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let repositoryRoot = TestGuestBuild.repositoryRoot
 
     static let image: Result<[UInt8], any Error> = Result {
-        let output = repositoryRoot.appendingPathComponent(".build-appliances/testguest").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = [repositoryRoot.appendingPathComponent("appliances/testguest/build.sh").path, output]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let log = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw HypervisorError.invalidConfiguration("test guest build failed: \(String(decoding: log, as: UTF8.self))")
-        }
+        let output = try TestGuestBuild.build(into: "testguest")
         return Array(try Data(contentsOf: URL(fileURLWithPath: output + "/testguest.bin")))
     }
 }

@@ -4,29 +4,15 @@ import Hypervisor
 import Logging
 import StreamClient
 import StreamServer
+import TestSupport
 
 /// The flat test guest published into a real catalogue and served by a real `CatalogServer` on a
 /// loopback port: what `streamvm boot` streams from in these tests.
 final class StreamBootFixture: @unchecked Sendable {
-    static let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let repositoryRoot = TestGuestBuild.repositoryRoot
 
     /// Builds the guest once per test process (own output directory, so other suites' builds do not race it).
-    static let guest: Result<String, any Error> = Result {
-        let output = repositoryRoot.appendingPathComponent(".build-appliances/streamboot").path
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = [repositoryRoot.appendingPathComponent("appliances/testguest/build.sh").path, output]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let log = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw HypervisorError.invalidConfiguration("test guest build failed: \(String(decoding: log, as: UTF8.self))")
-        }
-        return output
-    }
+    static let guest: Result<String, any Error> = Result { try TestGuestBuild.build(into: "streamboot") }
 
     let base: String
     let catalog: CatalogDirectory

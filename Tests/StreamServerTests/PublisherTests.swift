@@ -210,10 +210,12 @@ struct PublishFixture {
         #expect(throws: ServerError.self) { try fixture.publish(key: key) }
         try fixture.writeArtifact("disk.img", PublishFixture.diskImage(chunkSize: fixture.chunkSize, chunks: 6, seed: 2))
 
+        // appliance.json is read by Catalog's ApplianceConfig.load, whose errors name the file and field.
         try Data("{\"name\":\"demo\"".utf8).write(to: URL(fileURLWithPath: "\(fixture.appliance)/appliance.json"))
-        #expect(throws: ServerError.self) { try fixture.publish(key: key) }
+        #expect(throws: CatalogError.self) { try fixture.publish(key: key) }
         try fixture.writeConfig(extra: #","kernelFormat":"windows""#)
-        #expect(throws: ServerError.self) { try fixture.publish(key: key) }
+        let error = #expect(throws: CatalogError.self) { try fixture.publish(key: key) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("field kernelFormat: 'windows' is not one of linux, flat"))
 
         try FileManager.default.createDirectory(atPath: "\(fixture.appliance)/kernel", withIntermediateDirectories: false)
         try fixture.writeConfig(version: "2.0")

@@ -65,6 +65,7 @@ extension Machine {
             }
         }
         doorbells.forEach { $0.waitUntilStopped() }
+        devices.flushGuestErrorWarnings()
         finishedRunning.withLock { $0 = true }
         return currentStopReason
     }

@@ -20,6 +20,8 @@ public final class DeviceManager: @unchecked Sendable {
         let id: String
         let persistent: (any PersistentDevice)?
         let metrics: (any DeviceMetricsSource)?
+        /// Set for devices whose guest-triggered refusals are counted (virtio transports).
+        var guestErrors: (any GuestErrorSource)? = nil
     }
 
     public let memory: GuestMemory
@@ -95,6 +97,7 @@ public final class DeviceManager: @unchecked Sendable {
         let (gsi, line) = try allocateInterrupt()
         let transport = VirtioMMIOTransport(device: device, memory: memory, interrupt: line, logger: logger)
         let metered = try register(transport, id: id, metrics: device as? any DeviceMetricsSource)
+        entries[entries.count - 1].guestErrors = transport
         try mmioBus.insert(metered, at: address, length: length)
         if usesEventFDs {
             doorbells += try device.queueMaximumSizes.indices.map {
@@ -110,7 +113,14 @@ public final class DeviceManager: @unchecked Sendable {
 
     /// Metrics of every registered device, in registration order.
     func deviceMetrics() -> [DeviceMetrics] {
-        entries.compactMap { entry in entry.metrics.map { DeviceMetrics(name: entry.id, counters: $0.counters) } }
+        entries.compactMap { entry in
+            entry.metrics.map { DeviceMetrics(name: entry.id, counters: $0.counters, guestErrors: entry.guestErrors?.guestErrorCounts() ?? [:]) }
+        }
+    }
+
+    /// Logs the summaries of guest-error warnings still held back by rate limiting (at a stop).
+    func flushGuestErrorWarnings() {
+        for entry in entries { entry.guestErrors?.flushWarnings() }
     }
 
     /// Flushes every device (disks) and saves each persistent device's state, keyed by its id.

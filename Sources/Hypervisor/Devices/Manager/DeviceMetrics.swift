@@ -28,6 +28,15 @@ public struct DeviceMetrics: Sendable, Equatable, Codable {
     /// The id the device was registered under (`serial0`, `virtio-blk0`, ...).
     public var name: String
     public var counters: DeviceCounters
+    /// Guest-triggered refusals by reason (malformed rings, bad requests); empty for devices that
+    /// do not count them. A guest that keeps sending bad requests shows up here, not in the log.
+    public var guestErrors: [String: UInt64] = [:]
+}
+
+/// A device that counts what the guest got wrong and rate-limits its warnings about it.
+protocol GuestErrorSource: AnyObject, Sendable {
+    func guestErrorCounts() -> [String: UInt64]
+    func flushWarnings()
 }
 
 /// Counts a bus device's register traffic for devices that do not count their own work.

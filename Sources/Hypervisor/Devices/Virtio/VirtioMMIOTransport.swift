@@ -269,3 +269,7 @@ public final class VirtioMMIOTransport: BusDevice {
         }
     }
 }
+
+extension VirtioMMIOTransport: GuestErrorSource {
+    func guestErrorCounts() -> [String: UInt64] { errorSnapshot().refusals }
+}
