@@ -132,7 +132,7 @@ extension Machine {
         for (index, kind) in VCPUExitKind.allCases.enumerated() { exits[kind] = sums[index] }
         let uptime = startedAt.withLock { $0 }.map { ContinuousClock.now - $0 } ?? .zero
         return MachineMetrics(uptime: uptime, state: state, vcpuCount: vcpus.count, exits: exits,
-                              pageFaultsServed: pageFaultHandler?.firstTouchCount ?? 0,
+                              pageFaultsServed: pageFaultHandler?.faultsServed ?? 0,
                               pagesInstalled: pageFaultHandler?.presentPageCount ?? 0,
                               devices: devices.deviceMetrics())
     }

@@ -41,7 +41,8 @@ public struct MachineMetrics: Sendable, Equatable {
     public var vcpuCount: Int
     /// vCPU exits by kind, summed over every vCPU (every kind is present, zero or not).
     public var exits: [VCPUExitKind: UInt64]
-    /// First touches served by the lazy-memory page-fault handler (0 without one).
+    /// Faults the page-fault handler answered from its source: first touches of a lazily
+    /// restored page, and touches of pages dropped with `discardPages` (0 without a handler).
     public var pageFaultsServed: Int
     /// Pages the handler has mapped so far, by faults or ahead of them.
     public var pagesInstalled: Int
