@@ -23,15 +23,18 @@ final class POSTCodeRecorder: BusDevice, CodableStateDevice, MachineDevice, @unc
     }
 }
 
-/// Takes an MMIO window and an interrupt line like a new virtio-less device would.
+/// Takes an interrupt line and an MMIO window described in the DSDT, as a new non-virtio device would.
 struct WindowedDevice: MachineDevice {
+    /// An ACPI hardware ID for the test device (vendor prefix of four capitals, four hex digits).
+    static let hardwareID = "STRM0001"
     let windows: Locked<[UInt64]>
     let gsis: Locked<[UInt32]>
 
     func attach(to devices: DeviceManager) throws {
         let recorder = POSTCodeRecorder()
-        try windows.withLock { $0.append(try devices.addMMIODevice(recorder, id: "window\($0.count)")) }
-        try gsis.withLock { $0.append(try devices.allocateInterrupt().gsi) }
+        let gsi = try devices.allocateInterrupt().gsi
+        gsis.withLock { $0.append(gsi) }
+        try windows.withLock { $0.append(try devices.addMMIODevice(recorder, id: "window\($0.count)", acpiHardwareID: Self.hardwareID, gsi: gsi)) }
     }
 }
 
@@ -61,7 +64,13 @@ struct DeviceManagerTests {
         #expect(device.windows.withLock { $0 } == [GuestLayout.virtioMMIOBase + 0x1000, GuestLayout.virtioMMIOBase + 0x2000])
         #expect(device.gsis.withLock { $0 } == [GuestLayout.virtioFirstGSI + 1, GuestLayout.virtioFirstGSI + 2])
         #expect(devices.kernelCommandLineWords == ["virtio_mmio.device=4K@0xd0000000:5"])
-        #expect(devices.acpiDevices.map(\.gsi) == [5])
+        #expect(devices.acpiDevices.map(\.gsi) == [5, 6, 7])
+        #expect(devices.acpiDevices.map(\.hardwareID) == [ACPITables.virtioMMIOHardwareID, WindowedDevice.hardwareID, WindowedDevice.hardwareID])
+        // The DSDT names virtio windows VRnn and the others MDnn, each with its own _HID.
+        let dsdt = ACPITables(vcpuCount: 1, virtioDevices: devices.acpiDevices).dsdt
+        for text in ["VR00", "MD00", "MD01", WindowedDevice.hardwareID, ACPITables.virtioMMIOHardwareID] {
+            #expect(dsdt.firstRange(of: Array(text.utf8)) != nil, "\(text) missing from the DSDT")
+        }
     }
 
     @Test func duplicateIDsAndRunningOutOfInterruptsAreErrors() throws {
