@@ -38,6 +38,27 @@ struct WindowedDevice: MachineDevice {
     }
 }
 
+/// A device whose register write asks the machine to pause — from the vCPU thread that wrote it.
+final class PausingDevice: BusDevice, MachineDevice, @unchecked Sendable {
+    let machine = Locked<Machine?>(nil)
+    let outcome = Locked<String?>(nil)
+
+    func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) { data.storeLittleEndian(0) }
+    func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
+        guard let machine = machine.withLock({ $0 }) else { return }
+        do {
+            try machine.pause()
+            outcome.withLock { $0 = "paused" }
+        } catch {
+            outcome.withLock { $0 = "\(error)" }
+        }
+    }
+
+    func attach(to devices: DeviceManager) throws {
+        try devices.addPortDevice(self, id: "pauser", port: POSTCodeRecorder.port, length: 1)
+    }
+}
+
 @Suite(.enabled(if: KVMSystem.isAvailable, "/dev/kvm is absent or not accessible: device manager tests skipped"),
        .timeLimit(.minutes(3)), .offCooperativePool)
 struct DeviceManagerTests {
@@ -79,6 +100,17 @@ struct DeviceManagerTests {
         #expect { try devices.addPortDevice(POSTCodeRecorder(), id: "overlap", port: Serial8250.com1Port, length: 1) } throws: { "\($0)".contains("overlaps") }
         for _ in GuestLayout.virtioFirstGSI...DeviceManager.lastGSI { _ = try devices.allocateInterrupt() }
         #expect { _ = try devices.allocateInterrupt() } throws: { "\($0)".contains("no interrupt line left") }
+    }
+
+    @Test func aDeviceCallbackCannotPauseItsOwnMachine() throws {
+        let device = PausingDevice()
+        var configuration = MachineConfiguration(memorySize: 64 << 20, image: .flat(try TestGuest.image.get()), commandLine: "mode=hello")
+        configuration.devices = [device]
+        let machine = try Machine(configuration: configuration, logger: Logger(label: "test-devices"))
+        device.machine.withLock { $0 = machine }
+        #expect(machine.run(timeout: .seconds(90)) == .powerOff(code: 0))
+        #expect(device.outcome.withLock { $0 }?.contains("called on a vCPU thread") == true, "\(String(describing: device.outcome.withLock { $0 }))")
+        device.machine.withLock { $0 = nil }
     }
 
     /// Device state travels with the snapshot under the device's id, and a machine without that

@@ -98,10 +98,15 @@ extension Machine {
     /// Pauses a running machine. Returns once every vCPU has left KVM_RUN, completed its pending
     /// port/MMIO exit and parked, and every virtio I/O thread has finished the queue run it was in:
     /// from then on nothing changes guest memory, vCPU or device state until `resume` or `stop`.
+    /// Call it from a host thread, never from a device callback (a vCPU cannot wait for itself to park).
     public func pause() throws {
         lifecycleLock.lock()
         defer { lifecycleLock.unlock() }
         guard state == .running else { throw HypervisorError.invalidState("only a running machine can be paused (it is \(state.rawValue.lowercased()))") }
+        let caller = pthread_self()
+        guard !threadIDs.withLock({ $0.contains { $0.map { pthread_equal($0, caller) != 0 } ?? false } }) else {
+            throw HypervisorError.invalidState("pause was called on a vCPU thread (from a device callback), which cannot wait for itself to park")
+        }
         parking.requestPause()
         let parked = parking.waitUntilParked(deadline: Date(timeIntervalSinceNow: Double(Self.joinLimit.components.seconds))) { kickAll() }
         guard parked else {

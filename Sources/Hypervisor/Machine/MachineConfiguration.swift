@@ -1,9 +1,3 @@
-import CKVM
-import Dispatch
-import Foundation
-import Glibc
-import Logging
-
 /// Everything needed to start a VM.
 public struct MachineConfiguration: Sendable {
     public var memorySize: Int
@@ -53,14 +47,3 @@ public struct MachineConfiguration: Sendable {
         self.consoleOutput = consoleOutput
     }
 }
-
-/// Moments in a machine's life, for benchmarks (`streamvm bench vmm`).
-public struct BootTiming: Sendable {
-    /// When `Machine.init` began (VMM start).
-    public var created: ContinuousClock.Instant
-    /// When the boot vCPU first left the guest: the guest has run its first instructions.
-    public var firstExit: ContinuousClock.Instant?
-    /// When the console first printed the ready marker.
-    public var ready: ContinuousClock.Instant?
-}
-

@@ -33,6 +33,16 @@ extension VCPUExit {
     }
 }
 
+/// Moments in a machine's life, for benchmarks (`streamvm bench vmm`).
+public struct BootTiming: Sendable {
+    /// When `Machine.init` began (VMM start).
+    public var created: ContinuousClock.Instant
+    /// When the boot vCPU first left the guest: the guest has run its first instructions.
+    public var firstExit: ContinuousClock.Instant?
+    /// When the console first printed the ready marker.
+    public var ready: ContinuousClock.Instant?
+}
+
 /// A machine's counters at one moment, readable while it runs (`Machine.metrics()`).
 public struct MachineMetrics: Sendable, Equatable {
     /// Time since `start` (zero before), paused time included.
