@@ -24,15 +24,39 @@ final class POSTCodeRecorder: BusDevice, CodableStateDevice, MachineDevice, @unc
     }
 }
 
-/// Takes an MMIO window and an interrupt line like a new virtio-less device would.
+/// Takes an interrupt line and an MMIO window described in the DSDT, as a new non-virtio device would.
 struct WindowedDevice: MachineDevice {
+    /// An ACPI hardware ID for the test device (vendor prefix of four capitals, four hex digits).
+    static let hardwareID = "STRM0001"
     let windows: Locked<[UInt64]>
     let gsis: Locked<[UInt32]>
 
     func attach(to devices: DeviceManager) throws {
         let recorder = POSTCodeRecorder()
-        try windows.withLock { $0.append(try devices.addMMIODevice(recorder, id: "window\($0.count)")) }
-        try gsis.withLock { $0.append(try devices.allocateInterrupt().gsi) }
+        let gsi = try devices.allocateInterrupt().gsi
+        gsis.withLock { $0.append(gsi) }
+        try windows.withLock { $0.append(try devices.addMMIODevice(recorder, id: "window\($0.count)", acpiHardwareID: Self.hardwareID, gsi: gsi)) }
+    }
+}
+
+/// A device whose register write asks the machine to pause — from the vCPU thread that wrote it.
+final class PausingDevice: BusDevice, MachineDevice, @unchecked Sendable {
+    let machine = Locked<Machine?>(nil)
+    let outcome = Locked<String?>(nil)
+
+    func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) { data.storeLittleEndian(0) }
+    func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
+        guard let machine = machine.withLock({ $0 }) else { return }
+        do {
+            try machine.pause()
+            outcome.withLock { $0 = "paused" }
+        } catch {
+            outcome.withLock { $0 = "\(error)" }
+        }
+    }
+
+    func attach(to devices: DeviceManager) throws {
+        try devices.addPortDevice(self, id: "pauser", port: POSTCodeRecorder.port, length: 1)
     }
 }
 
@@ -62,7 +86,13 @@ struct DeviceManagerTests {
         #expect(device.windows.withLock { $0 } == [GuestLayout.virtioMMIOBase + 0x1000, GuestLayout.virtioMMIOBase + 0x2000])
         #expect(device.gsis.withLock { $0 } == [GuestLayout.virtioFirstGSI + 1, GuestLayout.virtioFirstGSI + 2])
         #expect(devices.kernelCommandLineWords == ["virtio_mmio.device=4K@0xd0000000:5"])
-        #expect(devices.acpiDevices.map(\.gsi) == [5])
+        #expect(devices.acpiDevices.map(\.gsi) == [5, 6, 7])
+        #expect(devices.acpiDevices.map(\.hardwareID) == [ACPITables.virtioMMIOHardwareID, WindowedDevice.hardwareID, WindowedDevice.hardwareID])
+        // The DSDT names virtio windows VRnn and the others MDnn, each with its own _HID.
+        let dsdt = ACPITables(vcpuCount: 1, virtioDevices: devices.acpiDevices).dsdt
+        for text in ["VR00", "MD00", "MD01", WindowedDevice.hardwareID, ACPITables.virtioMMIOHardwareID] {
+            #expect(dsdt.firstRange(of: Array(text.utf8)) != nil, "\(text) missing from the DSDT")
+        }
     }
 
     @Test func duplicateIDsAndRunningOutOfInterruptsAreErrors() throws {
@@ -71,6 +101,17 @@ struct DeviceManagerTests {
         #expect { try devices.addPortDevice(POSTCodeRecorder(), id: "overlap", port: Serial8250.com1Port, length: 1) } throws: { "\($0)".contains("overlaps") }
         for _ in GuestLayout.virtioFirstGSI...DeviceManager.lastGSI { _ = try devices.allocateInterrupt() }
         #expect { _ = try devices.allocateInterrupt() } throws: { "\($0)".contains("no interrupt line left") }
+    }
+
+    @Test func aDeviceCallbackCannotPauseItsOwnMachine() throws {
+        let device = PausingDevice()
+        var configuration = MachineConfiguration(memorySize: 64 << 20, image: .flat(try TestGuest.image.get()), commandLine: "mode=hello")
+        configuration.devices = [device]
+        let machine = try Machine(configuration: configuration, logger: Logger(label: "test-devices"))
+        device.machine.withLock { $0 = machine }
+        #expect(machine.run(timeout: .seconds(90)) == .powerOff(code: 0))
+        #expect(device.outcome.withLock { $0 }?.contains("called on a vCPU thread") == true, "\(String(describing: device.outcome.withLock { $0 }))")
+        device.machine.withLock { $0 = nil }
     }
 
     /// Device state travels with the snapshot under the device's id, and a machine without that

@@ -134,6 +134,30 @@ struct LifecycleTests {
         #expect(machine.waitUntilStopped(timeout: nil) == .stopRequested, "asking again gives the same reason")
     }
 
+    /// Saving a snapshot must not move a paused vCPU's clock back: the machine resumes afterwards.
+    /// (On this host's kernel KVM's TSC-synchronisation heuristic would also absorb a stale write
+    /// made within a second; the capture no longer makes one at all.)
+    @Test func aSnapshotLeavesThePausedGuestsTSCWhereItWas() throws {
+        let scratch = try ScratchDirectory()
+        let machine = try Machine(configuration: MachineConfiguration(memorySize: 64 << 20, image: .flat(try TestGuest.image.get()), commandLine: "mode=spin"),
+                                  logger: Logger(label: "test-tsc"))
+        defer {
+            machine.stop(.stopRequested)
+            _ = machine.waitUntilStopped(timeout: .seconds(30))
+        }
+        try machine.start()
+        #expect(waitForConsole(machine, "STREAMVM-READY"))
+        try machine.pause()
+        let tsc = VCPUState.timeStampCounterMSR
+        let before = try #require(try machine.vcpus[0].readMSRs([tsc]).first?.value)
+        let saved = try machine.saveSnapshot(to: scratch.path)
+        let after = try #require(try machine.vcpus[0].readMSRs([tsc]).first?.value)
+        #expect(after >= before, "TSC went from \(before) back to \(after)")
+        #expect(saved.vcpus[0].msrs.contains { $0.index == tsc }, "the TSC is still saved")
+        try machine.resume()
+        #expect(machine.state == .running)
+    }
+
     @Test func devicesCountTheirWork() throws {
         let scratch = try ScratchDirectory()
         let path = scratch.file("disk.img")

@@ -101,6 +101,23 @@ static inline int ckvm_memfd_create(const char *name, unsigned int flags) {
     return (int)syscall(SYS_memfd_create, name, flags);
 }
 
+// Dirty-page logging (api.rst, KVM_GET_DIRTY_LOG): the request, the memslot flag, and the bitmap
+// pointer inside the anonymous union of struct kvm_dirty_log.
+static const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;
+static const unsigned int CKVM_MEM_LOG_DIRTY_PAGES = KVM_MEM_LOG_DIRTY_PAGES;
+static inline void ckvm_dirty_log_set_bitmap(struct kvm_dirty_log *log, void *bitmap) { log->dirty_bitmap = bitmap; }
+
+// Dropping guest pages so the next touch faults again: fallocate(2) PUNCH_HOLE | KEEP_SIZE on the
+// memfd (linux/falloc.h; glibc hides fallocate behind _GNU_SOURCE, so it is called by number),
+// madvise(2) MADV_DONTNEED on anonymous memory, MADV_MERGEABLE to offer it to KSM.
+#include <linux/falloc.h>
+static const int CKVM_FALLOC_PUNCH_HOLE_KEEP_SIZE = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+static inline int ckvm_fallocate(int fd, int mode, long offset, long length) {
+    return (int)syscall(SYS_fallocate, fd, mode, offset, length);
+}
+static const int CKVM_MADV_DONTNEED = MADV_DONTNEED;
+static const int CKVM_MADV_MERGEABLE = MADV_MERGEABLE;
+
 // Field accessors for the exit union of struct kvm_run.
 static inline uint32_t ckvm_run_exit_reason(const struct kvm_run *run) { return run->exit_reason; }
 static inline void ckvm_run_set_immediate_exit(struct kvm_run *run, uint8_t value) { run->immediate_exit = value; }

@@ -40,22 +40,26 @@ public struct ACPITables: Sendable {
     public let madt: [UInt8]
     public let dsdt: [UInt8]
 
-    /// A virtio-mmio device window announced in the DSDT with the ACPI ID Linux's virtio_mmio driver
-    /// matches ("LNRO0005", drivers/virtio/virtio_mmio.c), so kernels without
-    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES (such as Debian's) still find it.
+    /// An MMIO device window announced in the DSDT. Virtio-mmio windows carry the ACPI ID Linux's
+    /// virtio_mmio driver matches ("LNRO0005", drivers/virtio/virtio_mmio.c), so kernels without
+    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES (such as Debian's) still find them; other devices bring
+    /// the ID their driver matches.
     public struct MMIODevice: Sendable, Equatable {
         public var address: UInt64
         public var length: UInt64
-        public var gsi: UInt32
+        /// The device's interrupt, when it has one.
+        public var gsi: UInt32?
+        public var hardwareID: String
 
-        public init(address: UInt64, length: UInt64, gsi: UInt32) {
+        public init(address: UInt64, length: UInt64, gsi: UInt32?, hardwareID: String = ACPITables.virtioMMIOHardwareID) {
             self.address = address
             self.length = length
             self.gsi = gsi
+            self.hardwareID = hardwareID
         }
     }
 
-    static let virtioMMIOHardwareID = "LNRO0005"
+    public static let virtioMMIOHardwareID = "LNRO0005"
 
     public init(vcpuCount: Int, virtioDevices: [MMIODevice] = []) {
         dsdt = Self.table("DSDT", revision: 2, body: Self.softOffPackage + Self.deviceScope(virtioDevices))
@@ -94,13 +98,21 @@ public struct ACPITables: Sendable {
             + AML.name("_CRS", AML.buffer(resources)))
     }
 
-    /// `Scope (\_SB) { Device (COM1) {...} Device (VRnn) { _HID, _UID, _CRS } ... }`: the console
-    /// UART and the virtio-mmio windows.
+    /// `Scope (\_SB) { Device (COM1) {...} Device (VRnn) { _HID, _UID, _CRS } ... Device (MDnn) ... }`:
+    /// the console UART, the virtio-mmio windows (VRnn) and other MMIO devices (MDnn), each numbered
+    /// (name and _UID) among devices of its kind in registration order.
     static func deviceScope(_ devices: [MMIODevice]) -> [UInt8] {
-        let body = serialPortDevice + devices.enumerated().flatMap { index, device -> [UInt8] in
-            let resources = AML.memory32Fixed(base: UInt32(device.address), length: UInt32(device.length))
-                + AML.extendedInterrupt(device.gsi) + AML.endTag
-            return AML.device("VR" + String(index >> 4 & 0xf, radix: 16, uppercase: true) + String(index & 0xf, radix: 16, uppercase: true), AML.name("_HID", AML.string(virtioMMIOHardwareID))
+        var virtioCount = 0
+        var otherCount = 0
+        let body = serialPortDevice + devices.flatMap { device -> [UInt8] in
+            var resources = AML.memory32Fixed(base: UInt32(device.address), length: UInt32(device.length))
+            if let gsi = device.gsi { resources += AML.extendedInterrupt(gsi) }
+            resources += AML.endTag
+            let isVirtio = device.hardwareID == virtioMMIOHardwareID
+            let index = isVirtio ? virtioCount : otherCount
+            if isVirtio { virtioCount += 1 } else { otherCount += 1 }
+            let name = (isVirtio ? "VR" : "MD") + String(index >> 4 & 0xf, radix: 16, uppercase: true) + String(index & 0xf, radix: 16, uppercase: true)
+            return AML.device(name, AML.name("_HID", AML.string(device.hardwareID))
                 + AML.name("_UID", AML.integer(UInt32(index))) + AML.name("_CRS", AML.buffer(resources)))
         }
         return AML.rootScope("_SB", body)

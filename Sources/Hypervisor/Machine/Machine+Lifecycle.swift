@@ -99,10 +99,15 @@ extension Machine {
     /// Pauses a running machine. Returns once every vCPU has left KVM_RUN, completed its pending
     /// port/MMIO exit and parked, and every virtio I/O thread has finished the queue run it was in:
     /// from then on nothing changes guest memory, vCPU or device state until `resume` or `stop`.
+    /// Call it from a host thread, never from a device callback (a vCPU cannot wait for itself to park).
     public func pause() throws {
         lifecycleLock.lock()
         defer { lifecycleLock.unlock() }
         guard state == .running else { throw HypervisorError.invalidState("only a running machine can be paused (it is \(state.rawValue.lowercased()))") }
+        let caller = pthread_self()
+        guard !threadIDs.withLock({ $0.contains { $0.map { pthread_equal($0, caller) != 0 } ?? false } }) else {
+            throw HypervisorError.invalidState("pause was called on a vCPU thread (from a device callback), which cannot wait for itself to park")
+        }
         parking.requestPause()
         let parked = parking.waitUntilParked(deadline: Date(timeIntervalSinceNow: Double(Self.joinLimit.components.seconds))) { kickAll() }
         guard parked else {
@@ -133,7 +138,7 @@ extension Machine {
         for (index, kind) in VCPUExitKind.allCases.enumerated() { exits[kind] = sums[index] }
         let uptime = startedAt.withLock { $0 }.map { ContinuousClock.now - $0 } ?? .zero
         return MachineMetrics(uptime: uptime, state: state, vcpuCount: vcpus.count, exits: exits,
-                              pageFaultsServed: pageFaultHandler?.firstTouchCount ?? 0,
+                              pageFaultsServed: pageFaultHandler?.faultsServed ?? 0,
                               pagesInstalled: pageFaultHandler?.presentPageCount ?? 0,
                               devices: devices.deviceMetrics())
     }

@@ -31,7 +31,8 @@ public final class Machine: @unchecked Sendable {
     let vcpus: [VCPU]
     let dispatcher: ExitDispatcher
     let logger: Logger
-    /// Serves guest RAM from the snapshot when the machine was restored lazily.
+    /// Serves guest RAM from the snapshot when the machine was restored lazily, or from
+    /// `MachineConfiguration.pageSource` when one was given.
     public let pageFaultHandler: PageFaultHandler?
 
     let stopReason = Locked<StopReason?>(nil)
@@ -75,7 +76,7 @@ public final class Machine: @unchecked Sendable {
         }
         virtualMachine = try system.createVirtualMachine()
         try virtualMachine.createPlatformDevices()
-        memory = try GuestMemory(size: configuration.memorySize)
+        memory = try GuestMemory(size: configuration.memorySize, backing: configuration.memoryBacking)
         try virtualMachine.mapMemory(memory)
         threadIDs = Locked([pthread_t?](repeating: nil, count: configuration.vcpuCount))
         parking = VCPUParking(vcpuCount: configuration.vcpuCount)
@@ -91,6 +92,11 @@ public final class Machine: @unchecked Sendable {
                                                onError: { owner.machine?.stop(.failure("guest memory unavailable, VM stopped: \($0)")) })
             handler.start()
             if restore.loading == .eager { try handler.populateAll() } else if !restore.prefetchPages.isEmpty { try handler.populate(pages: restore.prefetchPages) }
+            pageFaultHandler = handler
+        } else if let source = configuration.pageSource {
+            let handler = try PageFaultHandler(memory: memory, source: source,
+                                               onError: { owner.machine?.stop(.failure("guest memory unavailable, VM stopped: \($0)")) })
+            handler.start()
             pageFaultHandler = handler
         } else {
             pageFaultHandler = nil

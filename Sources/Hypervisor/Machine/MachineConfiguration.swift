@@ -1,9 +1,3 @@
-import CKVM
-import Dispatch
-import Foundation
-import Glibc
-import Logging
-
 /// Everything needed to start a VM.
 public struct MachineConfiguration: Sendable {
     public var memorySize: Int
@@ -29,6 +23,13 @@ public struct MachineConfiguration: Sendable {
     /// Further devices (virtio-net, a timer, a balloon, ...), attached after the platform devices and
     /// disks through the machine's `DeviceManager`, in order.
     public var devices: [any MachineDevice] = []
+    /// How guest RAM is backed: a shared memfd (default) or anonymous private memory, which KSM can
+    /// merge (docs/hypervisor.md, "Guest memory for other modules").
+    public var memoryBacking: MemoryBacking = .sharedMemfd
+    /// Registers userfaultfd on a booted machine too: every page not yet in RAM (all of them at
+    /// first, and any page dropped with `Machine.discardPages`) comes from this source on first
+    /// touch (`ZeroPageSource` gives a fresh boot's zeros). A restore uses its plan's source instead.
+    public var pageSource: (any PageSource)?
 
     public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage, commandLine: String = "",
                 disks: [any BlockBackend] = [], readyMarker: String = "STREAMVM-READY",
@@ -46,14 +47,3 @@ public struct MachineConfiguration: Sendable {
         self.consoleOutput = consoleOutput
     }
 }
-
-/// Moments in a machine's life, for benchmarks (`streamvm bench vmm`).
-public struct BootTiming: Sendable {
-    /// When `Machine.init` began (VMM start).
-    public var created: ContinuousClock.Instant
-    /// When the boot vCPU first left the guest: the guest has run its first instructions.
-    public var firstExit: ContinuousClock.Instant?
-    /// When the console first printed the ready marker.
-    public var ready: ContinuousClock.Instant?
-}
-

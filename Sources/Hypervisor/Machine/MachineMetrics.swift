@@ -33,6 +33,16 @@ extension VCPUExit {
     }
 }
 
+/// Moments in a machine's life, for benchmarks (`streamvm bench vmm`).
+public struct BootTiming: Sendable {
+    /// When `Machine.init` began (VMM start).
+    public var created: ContinuousClock.Instant
+    /// When the boot vCPU first left the guest: the guest has run its first instructions.
+    public var firstExit: ContinuousClock.Instant?
+    /// When the console first printed the ready marker.
+    public var ready: ContinuousClock.Instant?
+}
+
 /// A machine's counters at one moment, readable while it runs (`Machine.metrics()`).
 public struct MachineMetrics: Sendable, Equatable {
     /// Time since `start` (zero before), paused time included.
@@ -41,7 +51,8 @@ public struct MachineMetrics: Sendable, Equatable {
     public var vcpuCount: Int
     /// vCPU exits by kind, summed over every vCPU (every kind is present, zero or not).
     public var exits: [VCPUExitKind: UInt64]
-    /// First touches served by the lazy-memory page-fault handler (0 without one).
+    /// Faults the page-fault handler answered from its source: first touches of a lazily
+    /// restored page, and touches of pages dropped with `discardPages` (0 without a handler).
     public var pageFaultsServed: Int
     /// Pages the handler has mapped so far, by faults or ahead of them.
     public var pagesInstalled: Int

@@ -1,9 +1,19 @@
 import CKVM
 import Glibc
 
-/// Guest RAM: one memfd, mapped shared into this process and into the guest. A memfd (rather than
-/// anonymous memory) lets pages later be filled lazily (userfaultfd), snapshotted, or remapped by
-/// dedup without copying the whole of RAM.
+/// How guest RAM is backed (docs/hypervisor.md, "Guest memory for other modules").
+public enum MemoryBacking: String, Sendable, Codable {
+    /// One memfd mapped MAP_SHARED (the default): a snapshot skips never-allocated ranges with
+    /// SEEK_DATA, and the RAM is a file another process could map. KSM never merges it (shmem).
+    case sharedMemfd
+    /// Anonymous MAP_PRIVATE memory: the only kind KSM merges (MADV_MERGEABLE, or
+    /// PR_SET_MEMORY_MERGE from Linux 6.4); a snapshot reads every page.
+    case anonymousPrivate
+}
+
+/// Guest RAM: one memfd mapped shared (or anonymous private memory, `MemoryBacking`), mapped into
+/// this process and into the guest. Pages can be filled lazily (userfaultfd), snapshotted, dropped
+/// (`discard`) or offered to KSM without copying the whole of RAM.
 ///
 /// Every access by guest-physical address is bounds-checked: a guest-supplied address that is not
 /// wholly inside one RAM region throws, so a hostile guest cannot make the VMM touch host memory
@@ -29,28 +39,38 @@ public final class GuestMemory: @unchecked Sendable {
 
     public let regions: [Region]
     public let size: Int
-    /// The memfd holding all of RAM.
-    public let fileDescriptor: Int32
+    public let backing: MemoryBacking
+    /// The memfd holding all of RAM (nil for anonymous backing).
+    public let fileDescriptor: Int32?
     private let mapping: UnsafeMutableRawPointer
 
+    /// Pages of RAM; a page index is its offset in the backing (memfd) order divided by the page size.
+    public var pageCount: Int { size / Self.pageSize }
+
     /// Allocates `size` bytes of zeroed guest RAM starting at guest-physical 0.
-    public init(size: Int) throws {
+    public init(size: Int, backing: MemoryBacking = .sharedMemfd) throws {
         let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
         guard size > 0, size % pageSize == 0 else { throw HypervisorError.invalidConfiguration("memory size \(size) is not a positive multiple of \(pageSize)") }
-        let fd = ckvm_memfd_create("streamvm-guest-ram", CKVM_MFD_CLOEXEC)
-        guard fd >= 0 else { throw HypervisorError.system(call: "memfd_create", errno: errno) }
-        guard ftruncate(fd, off_t(size)) == 0 else {
-            let error = errno
-            close(fd)
-            throw HypervisorError.system(call: "ftruncate", errno: error)
+        var fd: Int32?
+        if backing == .sharedMemfd {
+            let memfd = ckvm_memfd_create("streamvm-guest-ram", CKVM_MFD_CLOEXEC)
+            guard memfd >= 0 else { throw HypervisorError.system(call: "memfd_create", errno: errno) }
+            guard ftruncate(memfd, off_t(size)) == 0 else {
+                let error = errno
+                close(memfd)
+                throw HypervisorError.system(call: "ftruncate", errno: error)
+            }
+            fd = memfd
         }
         // MAP_NORESERVE: untouched guest pages cost nothing, so a large guest starts instantly.
-        let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0)
+        let address = fd.map { mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, $0, 0) }
+            ?? mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let address, address != MAP_FAILED else {
             let error = errno
-            close(fd)
+            if let fd { close(fd) }
             throw HypervisorError.system(call: "mmap", errno: error)
         }
+        self.backing = backing
         fileDescriptor = fd
         mapping = address
         self.size = size
@@ -65,7 +85,44 @@ public final class GuestMemory: @unchecked Sendable {
 
     deinit {
         munmap(mapping, size)
-        close(fileDescriptor)
+        if let fileDescriptor { close(fileDescriptor) }
+    }
+
+    /// Host address of page `index` (backing order).
+    public func hostAddress(ofPage index: Int) -> UnsafeMutableRawPointer { mapping + index * Self.pageSize }
+
+    /// Drops `pages` from RAM: the memory goes back to the host, and the next touch finds the page
+    /// missing — with a page-fault handler registered, it faults to its page source; without one it
+    /// reads zeros. memfd: fallocate(PUNCH_HOLE | KEEP_SIZE); anonymous: madvise(MADV_DONTNEED).
+    /// Call it on pages whose contents the caller can give back (a registered source), or while the
+    /// machine is paused: a guest writing a page while it is dropped loses the write.
+    public func discard(pages: Range<Int>) throws {
+        guard pages.lowerBound >= 0, pages.upperBound <= pageCount else {
+            throw HypervisorError.invalidConfiguration("pages \(pages) are outside guest RAM's \(pageCount) pages")
+        }
+        guard !pages.isEmpty else { return }
+        let offset = pages.lowerBound * Self.pageSize
+        let length = pages.count * Self.pageSize
+        if let fileDescriptor {
+            guard ckvm_fallocate(fileDescriptor, CKVM_FALLOC_PUNCH_HOLE_KEEP_SIZE, offset, length) == 0 else {
+                throw HypervisorError.system(call: "fallocate(PUNCH_HOLE) on guest RAM", errno: errno)
+            }
+        } else {
+            guard madvise(mapping + offset, length, CKVM_MADV_DONTNEED) == 0 else {
+                throw HypervisorError.system(call: "madvise(MADV_DONTNEED) on guest RAM", errno: errno)
+            }
+        }
+    }
+
+    /// Offers all of RAM to KSM (madvise MADV_MERGEABLE). Only anonymous private memory can be
+    /// merged; KSM also has to be running (/sys/kernel/mm/ksm/run = 1).
+    public func adviseMergeable() throws {
+        guard backing == .anonymousPrivate else {
+            throw HypervisorError.invalidConfiguration("KSM merges only anonymous private memory: use MemoryBacking.anonymousPrivate")
+        }
+        guard madvise(mapping, size, CKVM_MADV_MERGEABLE) == 0 else {
+            throw HypervisorError.system(call: "madvise(MADV_MERGEABLE) on guest RAM", errno: errno)
+        }
     }
 
     /// The host bytes for guest range [address, address+length), or nil when any part of it is not

@@ -63,7 +63,7 @@ public final class PageFaultHandler: @unchecked Sendable {
         guard (0...64).contains(fetchThreads) else { throw HypervisorError.invalidConfiguration("fetchThreads must be 0...64") }
         pageSize = source.pageSize
         pageCount = source.pageCount
-        let uffd = try Userfaultfd(pageSize: pageSize)
+        let uffd = try Userfaultfd(pageSize: pageSize, sharedMemory: memory.backing == .sharedMemfd)
         for region in memory.regions {
             // No transparent huge pages under lazy memory: where shmem THP is enabled, the first
             // UFFDIO_COPY into a 2 MiB range can allocate a huge page and KVM then maps all of it,
@@ -101,6 +101,15 @@ public final class PageFaultHandler: @unchecked Sendable {
     public var presentPageCount: Int { service.presentPageCount }
     /// How many first touches `faultLog` holds, without copying it.
     public var firstTouchCount: Int { service.shared.withLock { $0.log.count } }
+    /// Faults answered by fetching a page from the source: first touches, and touches of pages
+    /// fetched again after `discard`.
+    public var faultsServed: Int { service.shared.withLock { $0.faultsServed } }
+
+    /// Drops `pages` from guest RAM and marks them missing, in one step with respect to faults: the
+    /// next touch of each faults to the source again (`readPage`; not logged again as a first
+    /// touch). A page being fetched right now cannot be dropped (its copy is in flight): that throws
+    /// and drops nothing. See `GuestMemory.discard` for what it costs a running guest.
+    public func discard(pages: Range<Int>) throws { try service.discard(pages) }
     /// The first source error, if service stopped because of one.
     public var failure: PageSourceError? { service.failure }
 
@@ -115,6 +124,9 @@ public final class PageFaultHandler: @unchecked Sendable {
             var queue: [Int] = []
             var queueHead = 0
             var shuttingDown = false
+            /// Pages already logged as first touches (a page fetched again after a discard is not).
+            var touched: [Bool]
+            var faultsServed = 0
         }
 
         let uffd: Userfaultfd
@@ -145,7 +157,8 @@ public final class PageFaultHandler: @unchecked Sendable {
             self.waitMode = waitMode
             self.fetchThreads = fetchThreads
             self.onError = onError
-            shared = Locked(Shared(states: [PageState](repeating: .missing, count: source.pageCount)))
+            shared = Locked(Shared(states: [PageState](repeating: .missing, count: source.pageCount),
+                                   touched: [Bool](repeating: false, count: source.pageCount)))
             mappingBase = UInt64(UInt(bitPattern: memory.regions[0].host)) - UInt64(memory.regions[0].fileOffset)
             startNanoseconds = Self.monotonicNanoseconds()
             var ends: [Int32] = [-1, -1]
@@ -249,7 +262,11 @@ public final class PageFaultHandler: @unchecked Sendable {
                 case .fetching: return .ignore // the COPY that installs it wakes every waiter
                 case .missing:
                     shared.states[page] = .fetching
-                    shared.log.append(FirstTouch(page: page, nanoseconds: time))
+                    shared.faultsServed += 1
+                    if !shared.touched[page] {
+                        shared.touched[page] = true
+                        shared.log.append(FirstTouch(page: page, nanoseconds: time))
+                    }
                     if fetchThreads == 0 { return .serve(page: page) }
                     shared.queue.append(page)
                     return .enqueued
@@ -364,6 +381,24 @@ public final class PageFaultHandler: @unchecked Sendable {
             for region in memory.regions {
                 mprotect(region.host, region.length, PROT_NONE)
                 uffd.wake(UInt64(UInt(bitPattern: region.host)), length: region.length)
+            }
+        }
+
+        func discard(_ pages: Range<Int>) throws {
+            guard pages.lowerBound >= 0, pages.upperBound <= source.pageCount else {
+                throw HypervisorError.invalidConfiguration("pages \(pages) are outside guest RAM's \(source.pageCount) pages")
+            }
+            try shared.withLock { shared in
+                if let failure = shared.failure { throw failure }
+                if let busy = pages.first(where: { shared.states[$0] == .fetching }) {
+                    throw HypervisorError.invalidState("guest page \(busy) is being fetched; discard it once it is in")
+                }
+                // Under the lock: a fault read meanwhile waits and then finds the page missing.
+                try memory.discard(pages: pages)
+                for page in pages where shared.states[page] == .present {
+                    shared.states[page] = .missing
+                    shared.presentCount -= 1
+                }
             }
         }
 

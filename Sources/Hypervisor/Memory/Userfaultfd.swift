@@ -8,8 +8,9 @@ final class Userfaultfd: @unchecked Sendable {
     let pageSize: Int
 
     /// Opens a userfaultfd (non-blocking, close-on-exec) and negotiates the API. Tries the
-    /// userfaultfd(2) system call first and /dev/userfaultfd (Linux ≥ 6.1) second.
-    init(pageSize: Int) throws {
+    /// userfaultfd(2) system call first and /dev/userfaultfd (Linux ≥ 6.1) second. Missing faults
+    /// on shared memory (a memfd) need UFFD_FEATURE_MISSING_SHMEM; anonymous memory does not.
+    init(pageSize: Int, sharedMemory: Bool = true) throws {
         var descriptor = ckvm_userfaultfd(O_CLOEXEC | O_NONBLOCK)
         if descriptor < 0 {
             let callError = errno
@@ -30,7 +31,7 @@ final class Userfaultfd: @unchecked Sendable {
             close(fd)
             throw HypervisorError.system(call: "UFFDIO_API", errno: error)
         }
-        guard api.features & CUFFD_FEATURE_MISSING_SHMEM != 0 else {
+        guard !sharedMemory || api.features & CUFFD_FEATURE_MISSING_SHMEM != 0 else {
             close(fd)
             throw HypervisorError.unsupportedHost("userfaultfd cannot handle missing faults on shared memory (UFFD_FEATURE_MISSING_SHMEM)")
         }

@@ -4,7 +4,8 @@ import Glibc
 /// Writes guest RAM to memory.img: every page that is not all zeros at its offset, zero pages as
 /// holes (a sparse file; `publish` never stores all-zero chunks), and the per-page digests that let
 /// a lazy restore check each page before mapping it. Ranges the memfd never allocated are skipped
-/// without being read (Self.seekData), so a large, mostly idle guest is saved quickly.
+/// without being read (Self.seekData), so a large, mostly idle guest is saved quickly; anonymous
+/// memory is read page by page.
 enum MemoryImageWriter {
     /// lseek(2) whence values from linux/fs.h; glibc hides them behind _GNU_SOURCE.
     static let seekData: Int32 = 3
@@ -26,30 +27,38 @@ enum MemoryImageWriter {
         }
         guard ftruncate(fd, off_t(memory.size)) == 0 else { throw HypervisorError.ioFailed("cannot size \(temporary): \(String(cString: strerror(errno)))") }
         let base = memory.regions[0].host - memory.regions[0].fileOffset
-        var offset = 0
-        while offset < memory.size {
-            // Next allocated range of the memfd; ENXIO means only holes remain.
-            let dataStart = lseek(memory.fileDescriptor, off_t(offset), Self.seekData)
-            if dataStart < 0 { break }
-            let holeStart = min(Int(lseek(memory.fileDescriptor, dataStart, Self.seekHole)), memory.size)
-            var page = Int(dataStart) / pageSize
-            while page * pageSize < holeStart {
-                let bytes = UnsafeRawBufferPointer(start: base + page * pageSize, count: pageSize)
-                let digest = PageDigest.digest(bytes)
-                if digest != 0 {
-                    digests[page] = digest
-                    dataPages += 1
-                    var written = 0
-                    while written < pageSize {
-                        let result = pwrite(fd, bytes.baseAddress! + written, pageSize - written, off_t(page * pageSize + written))
-                        if result < 0, errno == EINTR { continue }
-                        guard result > 0 else { throw HypervisorError.ioFailed("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-                        written += result
-                    }
-                }
-                page += 1
+        func save(page: Int) throws {
+            let bytes = UnsafeRawBufferPointer(start: base + page * pageSize, count: pageSize)
+            let digest = PageDigest.digest(bytes)
+            guard digest != 0 else { return }
+            digests[page] = digest
+            dataPages += 1
+            var written = 0
+            while written < pageSize {
+                let result = pwrite(fd, bytes.baseAddress! + written, pageSize - written, off_t(page * pageSize + written))
+                if result < 0, errno == EINTR { continue }
+                guard result > 0 else { throw HypervisorError.ioFailed("cannot write \(temporary): \(String(cString: strerror(errno)))") }
+                written += result
             }
-            offset = max(holeStart, page * pageSize)
+        }
+        if let memfd = memory.fileDescriptor {
+            var offset = 0
+            while offset < memory.size {
+                // Next allocated range of the memfd; ENXIO means only holes remain.
+                let dataStart = lseek(memfd, off_t(offset), Self.seekData)
+                if dataStart < 0 { break }
+                let holeStart = min(Int(lseek(memfd, dataStart, Self.seekHole)), memory.size)
+                var page = Int(dataStart) / pageSize
+                while page * pageSize < holeStart {
+                    try save(page: page)
+                    page += 1
+                }
+                offset = max(holeStart, page * pageSize)
+            }
+        } else {
+            // Anonymous memory has no SEEK_DATA: read every page (an untouched one reads the shared
+            // zero page, allocating nothing).
+            for page in 0..<pageCount { try save(page: page) }
         }
         guard fsync(fd) == 0 else { throw HypervisorError.ioFailed("cannot flush \(temporary): \(String(cString: strerror(errno)))") }
         guard rename(temporary, path) == 0 else { throw HypervisorError.ioFailed("cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))") }

@@ -29,11 +29,18 @@ public struct VCPUState: Codable, Sendable, Equatable {
     /// fields from the saved events too.
     static let eventsRestoreFlags = UInt32(KVM_VCPUEVENT_VALID_NMI_PENDING) | UInt32(KVM_VCPUEVENT_VALID_SIPI_VECTOR)
 
-    /// Reads the state of a paused vCPU (its run loop has returned and `completePendingExit` was called).
+    /// IA32_TIME_STAMP_COUNTER (SDM Vol. 4): KVM always takes it back from the host, and writing
+    /// the value read a moment ago would set the guest's TSC back by that moment (unless KVM's
+    /// TSC-synchronisation heuristic absorbs it), which a paused machine that resumes after the
+    /// snapshot would see as time running backwards.
+    static let timeStampCounterMSR: UInt32 = 0x10
+
+    /// Reads the state of a paused vCPU (parked, or its run loop has returned, with its pending exit completed).
     static func capture(_ vcpu: VCPU, msrIndices: [UInt32], cpuid: [CPUIDEntry]) throws -> VCPUState {
         let readable = try vcpu.readMSRs(msrIndices)
-        // Keep only MSRs KVM takes back: writing the value just read leaves a paused vCPU unchanged.
-        let restorable = readable.filter { (try? vcpu.setMSRs([$0])) != nil }
+        // Keep only MSRs KVM takes back: writing the value just read leaves a paused vCPU unchanged
+        // (the TSC aside, which is not probed).
+        let restorable = readable.filter { $0.index == Self.timeStampCounterMSR || (try? vcpu.setMSRs([$0])) != nil }
         return VCPUState(
             registers: KernelBlob.encode(try vcpu.registers()),
             specialRegisters: KernelBlob.encode(try vcpu.specialRegisters()),

@@ -31,7 +31,7 @@ public final class DeviceManager: @unchecked Sendable {
     public let usesEventFDs: Bool
     private(set) var ioBus = Bus()
     private(set) var mmioBus = Bus()
-    /// Virtio-mmio windows for the DSDT, in registration order.
+    /// MMIO windows for the DSDT (virtio-mmio, and devices added with an ACPI ID), in registration order.
     private(set) var acpiDevices: [ACPITables.MMIODevice] = []
     /// `virtio_mmio.device=4K@0x…:gsi` for kernels that find virtio-mmio devices on the command line.
     public private(set) var kernelCommandLineWords: [String] = []
@@ -62,12 +62,17 @@ public final class DeviceManager: @unchecked Sendable {
     }
 
     /// Adds a device on the MMIO bus in the next free window of `length` bytes (rounded up to 4 KiB);
-    /// returns the window's guest-physical address.
+    /// returns the window's guest-physical address. With `acpiHardwareID` the window (and `gsi`,
+    /// from `allocateInterrupt`) is described in the DSDT under that ID, for the guest's driver to find.
     @discardableResult
-    public func addMMIODevice(_ device: any BusDevice, id: String, length: UInt64 = GuestLayout.virtioMMIOStride) throws -> UInt64 {
+    public func addMMIODevice(_ device: any BusDevice, id: String, length: UInt64 = GuestLayout.virtioMMIOStride,
+                              acpiHardwareID: String? = nil, gsi: UInt32? = nil) throws -> UInt64 {
         let address = try allocateWindow(length: length)
         let metered = try register(device, id: id)
         try mmioBus.insert(metered, at: address, length: length)
+        if let acpiHardwareID {
+            acpiDevices.append(ACPITables.MMIODevice(address: address, length: length, gsi: gsi, hardwareID: acpiHardwareID))
+        }
         return address
     }
 
