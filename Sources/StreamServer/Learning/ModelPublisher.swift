@@ -12,8 +12,10 @@ public struct LearnReport: Codable, Sendable, Equatable {
     public var skipped: [String]
     public var clusters: Int
     public var workingSetBytes: Int
-    /// False when the catalogue already named this exact model (nothing was rewritten).
+    /// False when the index already named this exact model (nothing was rewritten).
     public var published: Bool
+    /// The generation of the index that names the model: models.json's when models are delegated,
+    /// catalog.json's otherwise.
     public var generation: Int
 }
 
