@@ -55,6 +55,28 @@ import Testing
         #expect(!bad.requestLog.contains { $0.hasPrefix("/models/") })
     }
 
+    /// A catalogue that delegates models before anything was learned: no models.json yet is not an error.
+    @Test func noModelsJsonYetIsNoModelNotAFailure() async throws {
+        let directory = try TemporaryDirectory()
+        let fixture = try FixtureCatalog.make(root: directory.sub("catalog"))
+        _ = try Self.delegate(fixture, to: SigningKey(), indexSignedBy: SigningKey())
+        try FileManager.default.removeItem(atPath: try CatalogDirectory(root: fixture.root).filePath(.modelIndex))
+        let peer = try HostilePeer(root: fixture.root)
+        defer { peer.stop() }
+        let harness = try ClientHarness(origins: [peer.url], trust: fixture.trust)
+        defer { harness.shutdown() }
+        #expect(try await Self.load(harness, fixture) == nil)
+        let modelKey = try #require(try await harness.client.loadCatalog().catalog.index.modelSigningKey)
+        do {
+            _ = try await harness.client.loadModelIndex(signedBy: modelKey)
+            Issue.record("an absent models.json was returned")
+        } catch ClientError.notPublished(let object) {
+            #expect(object == "models.json")
+        }
+        // A 404 is an answer: the origin is asked once per load, not retried.
+        #expect(peer.requestLog.filter { $0 == "/models.json" }.count == 2)
+    }
+
     @Test func aMirrorCarriesModelsJsonAndTheModelsItNames() async throws {
         let directory = try TemporaryDirectory()
         let modelKey = SigningKey()
