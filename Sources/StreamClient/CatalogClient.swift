@@ -98,10 +98,11 @@ public final class CatalogClient: @unchecked Sendable {
         return result
     }
 
-    /// models.json, verified against the model key the catalogue delegates to (`CatalogIndex.modelKey`).
+    /// models.json, verified against the model key the catalogue delegates to (`CatalogIndex.modelKey`);
+    /// `ClientError.notPublished` when no origin has one (nothing learned yet).
     public func loadModelIndex(signedBy key: TrustedKey) async throws -> (index: SignedModelIndex, bytes: Data) {
         try await fetchVerified(.modelIndex, maximumBytes: SignedModelIndex.maximumBytes, expectedBytes: nil,
-                                ticket: FetchTicket(priority: .demand)) { data, origin in
+                                ticket: FetchTicket(priority: .demand), optional: true) { data, origin in
             (try SignedModelIndex.decode(data, trust: key, file: origin.url(for: .modelIndex)), data)
         }
     }
@@ -132,9 +133,12 @@ public final class CatalogClient: @unchecked Sendable {
     }
 
     /// The retry and failover loop shared by every object kind.
-    func fetchVerified<T>(_ object: CatalogObject, maximumBytes: Int, expectedBytes: Int?, ticket: FetchTicket,
+    /// `optional`: the object need not exist (models.json before anything was learned): a 404 does
+    /// not count against the origin, and 404 from every origin throws `ClientError.notPublished`.
+    func fetchVerified<T>(_ object: CatalogObject, maximumBytes: Int, expectedBytes: Int?, ticket: FetchTicket, optional: Bool = false,
                           verify: @escaping (Data, Origin) throws -> T) async throws -> T {
         var attempts: [String] = []
+        var notFoundEverywhere = true
         for index in pool.order() {
             let origin = pool.origins[index]
             var attempt = 0
@@ -165,12 +169,15 @@ public final class CatalogClient: @unchecked Sendable {
                         continue
                     }
                     attempts.append("\(origin): \(error)")
+                    if error == .httpStatus(404), optional { break }
+                    notFoundEverywhere = false
                     pool.failed(index)
                     logger.debug("fetch failed", metadata: ["object": "\(object)", "origin": "\(origin)", "error": "\(error)"])
                     if error == .httpStatus(404) { break }
                 } catch {
                     ticket.ended()
                     if error is CancellationError { throw error }
+                    notFoundEverywhere = false
                     attempts.append("\(origin): \(error)")
                     pool.failed(index)
                     logger.warning("object failed verification", metadata: ["object": "\(object)", "origin": "\(origin)", "error": "\(error)"])
@@ -178,6 +185,7 @@ public final class CatalogClient: @unchecked Sendable {
                 attempt += 1
             }
         }
+        if optional, notFoundEverywhere { throw ClientError.notPublished(object: object.path) }
         throw ClientError.noUsableOrigin(object: object.path, attempts: attempts)
     }
 }

@@ -123,6 +123,8 @@ public final class CatalogMirror: Sendable {
                     modelDigests.insert(digest)
                 }
                 modelIndexBytes = bytes
+            } catch ClientError.notPublished {
+                logger.info("no models.json published yet; nothing to mirror")
             } catch {
                 logger.warning("models.json not mirrored; clients of this mirror stream without delegated models", metadata: ["error": "\(error)"])
             }

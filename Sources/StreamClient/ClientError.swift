@@ -4,6 +4,8 @@ import Foundation
 /// Errors from fetching, caching and mirroring, each with a message a user can act on.
 public enum ClientError: Error, CustomStringConvertible, Sendable {
     case noUsableOrigin(object: String, attempts: [String])
+    /// Every origin answered 404 for an object that may legitimately be absent (models.json).
+    case notPublished(object: String)
     case noOrigins
     case invalidOrigin(String)
     case curl(String)
@@ -26,6 +28,8 @@ public enum ClientError: Error, CustomStringConvertible, Sendable {
         switch self {
         case .noUsableOrigin(let object, let attempts):
             return "\(object): no origin returned a verified copy (\(attempts.joined(separator: "; ")))"
+        case .notPublished(let object):
+            return "\(object) is not published on any origin"
         case .noOrigins:
             return "no origin given; pass an origin URL"
         case .invalidOrigin(let text):

@@ -80,6 +80,12 @@ public final class CatalogServer: Sendable {
         if traces.root == directory.root || traces.root.hasPrefix(directory.root + "/") {
             throw ServerError.invalidOption("the trace directory \(traces.root) must be outside the catalogue \(directory.root)")
         }
+        // A learning key the catalogue neither is signed by nor delegates models to would fail at
+        // every burst of traces; say so at the start instead.
+        if let key = options.learningKey, let current = try directory.loadCatalog(trust: .insecure),
+           current.signer != key.publicKey, current.index.modelSigningKey != key.publicKey {
+            throw ServerError.learningKeyMismatch(path: directory.filePath(.catalog))
+        }
         self.metrics = metrics
         self.store = store
         let learning = options.learningKey.map { key in

@@ -239,6 +239,22 @@ import Testing
         await server.stop()
     }
 
+    @Test func aServerWithALearningKeyTheCatalogueDoesNotKnowRefusesToStart() throws {
+        let catalogue = try TestCatalogue()
+        var options = CatalogServer.Options(catalog: catalogue.directory.root)
+        options.learningKey = SigningKey()
+        do {
+            _ = try CatalogServer(options: options, logger: Logger(label: "test"))
+            Issue.record("a server started with a learning key it cannot use")
+        } catch let error as ServerError {
+            #expect(error.description.contains("delegates models"))
+        }
+        let modelKey = SigningKey()
+        try Self.delegate(catalogue, to: modelKey.publicKey)
+        options.learningKey = modelKey
+        _ = try CatalogServer(options: options, logger: Logger(label: "test"))
+    }
+
     @Test func anotherSignersCatalogueIsNotRewritten() throws {
         let catalogue = try TestCatalogue()
         let publisher = ModelPublisher(catalog: catalogue.directory, key: SigningKey(), traceRoot: catalogue.base + "/traces", logger: Logger(label: "test"))

@@ -32,6 +32,30 @@ import Testing
         await server.stop()
     }
 
+    /// A catalogue that delegates models: its models and models.json (after catalog.json, which names
+    /// the key the server checks it against) arrive too.
+    @Test func pushCarriesModelsJsonAfterTheCatalogue() async throws {
+        let source = try TestCatalogue(chunkCount: 2)
+        let modelKey = SigningKey()
+        try LearningTests.delegate(source, to: modelKey.publicKey)
+        let model = Data("{\"a model\":2}".utf8)
+        try source.directory.write(.model(Digest.of(model)), data: model)
+        let models = ModelIndex(generation: 1, models: ["demo": Digest.of(model)])
+        try source.directory.write(.modelIndex, data: try SignedModelIndex(index: models, key: modelKey).encoded())
+        let target = try TestCatalogue(chunkCount: 0)
+        try FileManager.default.removeItem(atPath: target.directory.root)
+        _ = try CatalogDirectory(root: target.directory.root, create: true)
+        let (tokenFile, token) = try makeTokenFile(in: target)
+        let server = try await RunningServer.start(catalogue: target) { $0.tokenFile = tokenFile }
+        let pusher = try CatalogPusher(catalog: source.directory.root, url: server.baseURL, token: UploadToken(token, source: "test"),
+                                       logger: Logger(label: "test.push"))
+        _ = try await pusher.push()
+        for object in [CatalogObject.catalog, .modelIndex, .model(Digest.of(model))] {
+            #expect(try target.directory.read(object) == source.directory.read(object), "\(object.path) differs")
+        }
+        await server.stop()
+    }
+
     @Test func pushWithAWrongTokenFailsClearly() async throws {
         let source = try TestCatalogue(chunkCount: 1)
         let target = try TestCatalogue(chunkCount: 0)

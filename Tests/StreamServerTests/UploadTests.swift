@@ -160,3 +160,37 @@ import Testing
         await permissive.stop()
     }
 }
+
+/// models.json uploads (a push of a catalogue with delegated models): only from the key the served
+/// catalog.json delegates to, never older than the served one, never naming a model the server lacks.
+@Suite struct ModelIndexUploadTests {
+    @Test func onlyTheDelegatedKeyMayReplaceModelsJson() async throws {
+        let catalogue = try TestCatalogue()
+        let modelKey = SigningKey()
+        try LearningTests.delegate(catalogue, to: modelKey.publicKey)
+        let (tokenFile, token) = try makeTokenFile(in: catalogue)
+        let server = try await RunningServer.start(catalogue: catalogue) { $0.tokenFile = tokenFile }
+        let auth = [("Authorization", "Bearer \(token)")]
+        let model = Array("{\"a model\":1}".utf8)
+        let modelDigest = Digest.of(model)
+        func index(_ generation: Int, signedBy key: SigningKey) throws -> [UInt8] {
+            Array(try SignedModelIndex(index: ModelIndex(generation: generation, models: ["demo": modelDigest]), key: key).encoded())
+        }
+
+        // The model it names is not on the server yet.
+        #expect(try await request(server, .PUT, "/models.json", headers: auth, body: try index(2, signedBy: modelKey)).status == 409)
+        #expect(try await request(server, .PUT, "/" + CatalogObject.model(modelDigest).path, headers: auth, body: model).status == 201)
+        // Another key's index, or garbage, is refused.
+        #expect(try await request(server, .PUT, "/models.json", headers: auth, body: try index(2, signedBy: SigningKey())).status == 409)
+        #expect(try await request(server, .PUT, "/models.json", headers: auth, body: Array("{}".utf8)).status == 400)
+        #expect(!catalogue.directory.contains(.modelIndex))
+
+        #expect(try await request(server, .PUT, "/models.json", headers: auth, body: try index(2, signedBy: modelKey)).status == 201)
+        let served = try await request(server, .GET, "/models.json")
+        #expect(try SignedModelIndex.decode(Data(served.bytes), trust: modelKey.publicKey).index.models["demo"] == modelDigest)
+        // Going back a generation is refused; the served index stays.
+        #expect(try await request(server, .PUT, "/models.json", headers: auth, body: try index(1, signedBy: modelKey)).status == 409)
+        #expect(try SignedModelIndex.decode(try catalogue.directory.read(.modelIndex), trust: modelKey.publicKey).index.generation == 2)
+        await server.stop()
+    }
+}

@@ -15,6 +15,8 @@ public enum ModelSource {
         if let modelKey = index.modelSigningKey {
             do {
                 if let delegated = try await client.loadModelIndex(signedBy: modelKey).index.index.models[appliance] { named = delegated }
+            } catch ClientError.notPublished {
+                logger.info("no models.json published yet", metadata: ["appliance": "\(appliance)"])
             } catch {
                 logger.warning("models.json unusable; using the model the catalogue names, if any",
                                metadata: ["appliance": "\(appliance)", "error": "\(error)"])

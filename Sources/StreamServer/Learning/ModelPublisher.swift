@@ -12,8 +12,10 @@ public struct LearnReport: Codable, Sendable, Equatable {
     public var skipped: [String]
     public var clusters: Int
     public var workingSetBytes: Int
-    /// False when the catalogue already named this exact model (nothing was rewritten).
+    /// False when the index already named this exact model (nothing was rewritten).
     public var published: Bool
+    /// The generation of the index that names the model: models.json's when models are delegated,
+    /// catalog.json's otherwise.
     public var generation: Int
 }
 
@@ -50,8 +52,9 @@ public final class ModelPublisher: Sendable {
         guard let signed = try catalog.loadCatalog(trust: .insecure) else {
             throw ServerError.invalidOption("\(catalog.root) has no catalog.json; publish the appliance first")
         }
-        let delegated = key != nil && signed.index.modelSigningKey == key?.publicKey
-        if !delegated, signed.signer != key?.publicKey { throw ServerError.learningKeyMismatch(path: catalog.filePath(.catalog)) }
+        // The model key the catalogue delegates to, when that is the key this publisher holds.
+        let delegatedKey = key.flatMap { signed.index.modelSigningKey == $0.publicKey ? $0 : nil }
+        if delegatedKey == nil, signed.signer != key?.publicKey { throw ServerError.learningKeyMismatch(path: catalog.filePath(.catalog)) }
         let resolved = try signed.index.resolve(reference)
         let manifest = try catalog.loadManifest(resolved.entry.manifest)
 
@@ -77,12 +80,14 @@ public final class ModelPublisher: Sendable {
         let digest = Digest.of(bytes)
         try catalog.write(.model(digest), data: bytes)
 
-        let (published, generation) = delegated
-            ? try publishDelegated(digest, for: resolved, key: key!)
-            : try publishInCatalogue(digest, for: resolved)
+        let (published, generation) = if let delegatedKey {
+            try publishDelegated(digest, for: resolved, key: delegatedKey)
+        } else {
+            try publishInCatalogue(digest, for: resolved)
+        }
         logger.info("learned access-order model", metadata: [
             "appliance": "\(resolved.name)@\(resolved.version)", "model": "\(digest.short)", "runs": "\(traces.count)",
-            "skipped": "\(skipped.count)", "clusters": "\(model.clusters.count)", "signed_by": "\(delegated ? "model key" : "catalogue key")",
+            "skipped": "\(skipped.count)", "clusters": "\(model.clusters.count)", "signed_by": "\(delegatedKey == nil ? "catalogue key" : "model key")",
         ])
         return LearnReport(appliance: resolved.name, version: resolved.version, model: digest, runs: traces.count, skipped: skipped,
                            clusters: model.clusters.count, workingSetBytes: model.workingSetBytes, published: published,
