@@ -1,6 +1,7 @@
 import Catalog
 import Foundation
 import Logging
+import TestSupport
 import Testing
 @testable import StreamClient
 
