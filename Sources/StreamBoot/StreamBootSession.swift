@@ -87,9 +87,34 @@ public final class StreamBootSession: @unchecked Sendable {
         self.logger = logger
     }
 
+    /// What a running stream-boot has done so far, for the control API's metrics.
+    public struct Live: Sendable {
+        public let appliance: String
+        public let version: String
+        let recorder: TraceRecorder
+        let fetcher: Fetcher
+
+        public struct Counters: Sendable {
+            /// Response bytes received from origins (compressed chunks, manifests, state).
+            public var bytesReceived: Int
+            /// Chunks the guest touched for the first time, and how many of those it waited for.
+            public var firstTouches: Int
+            public var stalls: Int
+            public var stallSeconds: Double
+        }
+
+        public func counters() -> Counters {
+            let stalls = recorder.stallSummary()
+            return Counters(bytesReceived: fetcher.linkEstimate.bytesReceived, firstTouches: recorder.firstTouchCount,
+                            stalls: stalls.count, stallSeconds: stalls.seconds)
+        }
+    }
+
     /// Boots and runs the appliance until it stops. `onMachine` sees the machine before it runs (the
-    /// CLI wires signals and terminal input there).
-    public func boot(onMachine: @escaping @Sendable (Machine) -> Void = { _ in }) async throws -> Outcome {
+    /// CLI wires signals and terminal input there); `beforeRun` then may do async set-up around it
+    /// (the control API server) and, by throwing, keep it from running.
+    public func boot(onMachine: @escaping @Sendable (Machine) -> Void = { _ in },
+                     beforeRun: @escaping @Sendable (Machine, Live) async throws -> Void = { _, _ in }) async throws -> Outcome {
         let started = ContinuousClock.now
         let client = loader.client
         let (catalog, _) = try await client.loadCatalog()
@@ -189,6 +214,7 @@ public final class StreamBootSession: @unchecked Sendable {
         let machine = try Machine(configuration: machineConfiguration, logger: logger)
         failure.onSet = { error in machine.stop(.failure(StreamBootError.diskUnavailable("\(error)").description)) }
         onMachine(machine)
+        try await beforeRun(machine, Live(appliance: resolved.name, version: resolved.version, recorder: recorder, fetcher: client.fetcher))
         recorder.guestStarted()
         if let installer, let handler = machine.pageFaultHandler { installer.start(handler: handler) }
         let timeout = options.timeout

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Catalog
+import ControlAPI
 import Dispatch
 import Foundation
 import Glibc
@@ -50,6 +51,9 @@ struct BootCommand: AsyncParsableCommand {
 
     @Flag(help: "Do not use the terminal as the guest's console input.")
     var noInput = false
+
+    @Option(help: "Serve the control API (pause, resume, snapshot, metrics with stream bytes and stalls) on this Unix socket, mode 0600 (docs/CONTROL-API.md).")
+    var apiSocket: String?
 
     @Flag(help: "Boot the kernel even when the appliance is published with a memory snapshot (default: resume it).")
     var cold = false
@@ -108,10 +112,27 @@ struct BootCommand: AsyncParsableCommand {
         defer { terminal?.restore() }
         let signals = SignalStopper()
         let interactive = terminal != nil
-        let outcome = try await session.boot { machine in
-            signals.install(machine)
-            if interactive { ConsoleInput.start(feeding: machine.serial) }
+        let api = ControlServerHolder()
+        let apiSocket = apiSocket
+        let outcome: StreamBootSession.Outcome
+        do {
+            outcome = try await session.boot(onMachine: { machine in
+                signals.install(machine)
+                if interactive { ConsoleInput.start(feeding: machine.serial) }
+            }, beforeRun: { machine, live in
+                guard let apiSocket else { return }
+                let memoryMiB = machine.configuration.memorySize >> 20
+                let server = ControlAPIServer(socketPath: apiSocket, machine: machine,
+                                              info: InstanceInfo(id: live.appliance, appliance: live.appliance, applianceVersion: live.version, memoryMiB: memoryMiB),
+                                              extraMetrics: { StreamMetrics.samples(live.counters()) }, logger: logger)
+                try await server.start()
+                api.server = server
+            })
+        } catch {
+            await api.server?.shutdown()
+            throw error
         }
+        await api.server?.shutdown()
         signals.cancel()
         terminal?.restore()
 
@@ -150,4 +171,25 @@ final class SignalStopper: @unchecked Sendable {
     }
 
     func cancel() { sources.forEach { $0.cancel() } }
+}
+
+/// Holds the control API server started inside `boot`, so the command can stop it afterwards.
+private final class ControlServerHolder: @unchecked Sendable {
+    var server: ControlAPIServer?
+}
+
+/// Stream-boot's own figures on the control API's `/metrics`.
+enum StreamMetrics {
+    static func samples(_ counters: StreamBootSession.Live.Counters) -> [MetricSample] {
+        [
+            MetricSample(name: "streamvm_stream_received_bytes_total", help: "Response bytes received from origins (compressed).",
+                         kind: .counter, value: Double(counters.bytesReceived)),
+            MetricSample(name: "streamvm_stream_first_touches_total", help: "Image chunks the guest touched for the first time.",
+                         kind: .counter, value: Double(counters.firstTouches)),
+            MetricSample(name: "streamvm_stream_stalls_total", help: "First touches the guest had to wait for (demand misses).",
+                         kind: .counter, value: Double(counters.stalls)),
+            MetricSample(name: "streamvm_stream_stall_seconds_total", help: "Time the guest waited for streamed bytes.",
+                         kind: .counter, value: counters.stallSeconds),
+        ]
+    }
 }

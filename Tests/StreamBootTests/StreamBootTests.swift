@@ -18,14 +18,43 @@ struct StreamBootTests {
     /// Boots `fixture`'s appliance once with a fresh cache.
     func boot(_ fixture: StreamBootFixture, mode: PrefetchMode, cache: String, origin: String? = nil,
               onMachine: @escaping @Sendable (Machine) -> Void = { _ in },
-              configure: (inout StreamBootSession.Options) -> Void = { _ in }) async throws -> StreamBootSession.Outcome {
+              configure: (inout StreamBootSession.Options) -> Void = { _ in },
+              beforeRun: @escaping @Sendable (Machine, StreamBootSession.Live) async throws -> Void = { _, _ in }) async throws -> StreamBootSession.Outcome {
         let loader = try fixture.loader(cache: cache, retry: RetryPolicy(attemptsPerOrigin: 2, backoffSeconds: [0.05]), origin: origin)
         defer { loader.client.fetcher.shutdown() }
         var options = StreamBootSession.Options(reference: try fixture.catalog.loadCatalog(trust: .insecure)!.index.appliances.keys.sorted().first!)
         options.prefetch = mode
         options.timeout = .seconds(120)
         configure(&options)
-        return try await StreamBootSession(loader: loader, options: options, logger: fixture.logger).boot(onMachine: onMachine)
+        return try await StreamBootSession(loader: loader, options: options, logger: fixture.logger).boot(onMachine: onMachine, beforeRun: beforeRun)
+    }
+
+    /// `beforeRun` (where `boot --api-socket` starts the control API) sees the machine before it
+    /// runs and live counters that grow as the guest streams; throwing there keeps the guest from running.
+    @Test func beforeRunSeesLiveCountersAndCanKeepTheGuestFromRunning() async throws {
+        let fixture = try StreamBootFixture(name: "live", commandLine: "mode=blk", sectors: 2048)
+        try await fixture.startServer()
+        let seen = LiveBox()
+        let outcome = try await boot(fixture, mode: .none, cache: "cache-live", beforeRun: { machine, live in
+            #expect(machine.state == .notStarted)
+            seen.live = live
+        })
+        #expect(outcome.reason == .powerOff(code: 0))
+        let counters = try #require(seen.live).counters()
+        #expect(seen.live?.appliance == "live")
+        #expect(counters.firstTouches == outcome.trace.records.count)
+        #expect(counters.bytesReceived > 0)
+
+        struct Refused: Error {}
+        let started = LiveBox()
+        await #expect(throws: Refused.self) {
+            _ = try await boot(fixture, mode: .none, cache: "cache-refused", onMachine: { _ in }, beforeRun: { machine, _ in
+                started.machine = machine
+                throw Refused()
+            })
+        }
+        #expect(started.machine?.state == .notStarted, "the guest never ran")
+        await fixture.stopServer()
     }
 
     @Test func blkGuestReadsAndWritesItsStreamedDisk() async throws {
@@ -174,4 +203,9 @@ struct StreamBootTests {
         // connection to close (noted for the server's owner); cancelling is enough to end it.
         fixture.cancelServer()
     }
+}
+
+private final class LiveBox: @unchecked Sendable {
+    var live: StreamBootSession.Live?
+    var machine: Machine?
 }

@@ -81,6 +81,9 @@ public final class TraceRecorder: AccessTraceSink, @unchecked Sendable {
     }
 
     /// Stall figures of the run: all stalls, and those after the ready marker.
+    /// First touches recorded so far.
+    public var firstTouchCount: Int { lock.withLock { records.count } }
+
     public func stallSummary() -> (count: Int, seconds: Double, afterReadyCount: Int, afterReadySeconds: Double) {
         lock.withLock {
             let stalls = records.filter { $0.stallSeconds > 0 }
