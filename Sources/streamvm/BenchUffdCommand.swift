@@ -43,7 +43,7 @@ struct BenchUffdCommand: ParsableCommand {
     var appliance: String?
 
     @Option(help: "With --appliance: how the fault handler waits for faults, blocking or busyPolling.")
-    var waitMode: String = PageFaultHandler.WaitMode.blocking.rawValue
+    var waitMode: PageFaultHandler.WaitMode = .blocking
 
     struct Latency: Codable {
         var p50Nanoseconds: Double
@@ -225,7 +225,7 @@ struct BenchUffdCommand: ParsableCommand {
 
     private func runAppliance(_ directory: String) throws {
         guard restores >= 1 else { throw ValidationError("--restores must be positive") }
-        guard let mode = PageFaultHandler.WaitMode(rawValue: waitMode) else { throw ValidationError("--wait-mode must be blocking or busyPolling") }
+        let mode = waitMode
         let setup = try ApplianceSetup(directory: directory)
         var logger = Logger(label: "streamvm.bench.uffd")
         logger.logLevel = .warning

@@ -20,7 +20,7 @@ struct BootCommand: AsyncParsableCommand {
     var url: String
 
     @Option(help: "none, workingset (REAP-like), vtube (learned clusters) or full.")
-    var prefetch: String = PrefetchMode.vtube.rawValue
+    var prefetch: PrefetchMode = .vtube
 
     @Flag(help: "Stream the whole image in the background, not just the working set.")
     var complete = false
@@ -76,9 +76,6 @@ struct BootCommand: AsyncParsableCommand {
     @OptionGroup var rollback: RollbackOptions
 
     func validate() throws {
-        guard PrefetchMode(rawValue: prefetch) != nil else {
-            throw ValidationError("--prefetch must be one of \(PrefetchMode.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         if uploadTrace, tokenFile == nil { throw ValidationError("--upload-trace needs --token-file") }
         guard readDeadline > 0 else { throw ValidationError("--read-deadline must be positive") }
     }
@@ -92,7 +89,7 @@ struct BootCommand: AsyncParsableCommand {
         let loader = ChunkLoader(client: catalogClient, cache: try client.makeCache(logger: logger))
 
         var options = StreamBootSession.Options(reference: appliance)
-        options.prefetch = PrefetchMode(rawValue: prefetch)!
+        options.prefetch = prefetch
         options.complete = complete
         options.overlayPath = diskOverlay
         options.timeout = timeout.map { .milliseconds(Int($0 * 1000)) }

@@ -30,7 +30,7 @@ public struct FirstTouch: Sendable, Equatable {
 public final class PageFaultHandler: @unchecked Sendable {
     /// How the reader waits for faults: blocking in poll(2), or spinning on a non-blocking read
     /// (lower latency, one host core busy all the time).
-    public enum WaitMode: String, Sendable, Codable {
+    public enum WaitMode: String, Sendable, Codable, CaseIterable {
         case blocking
         case busyPolling
     }
