@@ -24,6 +24,9 @@ extension Machine {
         phase.withLock { $0 = .running }
         startedAt.withLock { $0 = .now }
         doorbells.forEach { $0.start() }
+        // A restored machine's queues may hold requests whose notification the saved machine
+        // consumed but had not served when it was paused.
+        if configuration.restore != nil { doorbells.forEach { $0.kick() } }
         for vcpu in vcpus {
             let thread = Thread { [self] in
                 Self.unblockKickSignal()
