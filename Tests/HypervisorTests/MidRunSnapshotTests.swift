@@ -83,6 +83,40 @@ struct MidRunSnapshotTests {
         #expect { _ = try Machine(configuration: withoutDisk, logger: Logger(label: "test")) } throws: { "\($0)".contains("1 disks, this machine has 0") }
     }
 
+    /// A request the guest had made available and notified (through the ioeventfd) but the device had
+    /// not served when the machine was paused is in the snapshot's avail ring with no doorbell left
+    /// to ring: the restored machine kicks its queues, so the guest does not wait forever.
+    @Test func aRequestPendingAtThePauseIsServedAfterTheRestore() throws {
+        let scratch = try ScratchDirectory()
+        let diskPath = scratch.file("disk.img")
+        try Data(patternedDisk(sectors: 64)).write(to: URL(fileURLWithPath: diskPath))
+        let machine = try Machine(configuration: MachineConfiguration(memorySize: 64 << 20, image: .flat(try TestGuest.image.get()), commandLine: "mode=blk",
+                                                                      disks: [try RawFileBackend(path: diskPath, readOnly: false)]),
+                                  logger: Logger(label: "test-pending"))
+        try #require(!machine.doorbells.isEmpty, "this host's KVM has no ioeventfd: nothing can be pending")
+        // Hold the doorbell thread back so the guest's first request stays pending.
+        machine.doorbells.forEach { $0.pause() }
+        try machine.start()
+        #expect(waitForConsole(machine, "capacity at least 64 sectors"), "console: \(machine.console.output)")
+        let queue = try #require(machine.blockDevices[0].snapshot().queues.first)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try machine.memory.load(UInt16.self, at: queue.availableRing + 2) == 0, ContinuousClock.now < deadline { usleep(1_000) }
+        try machine.pause()
+        #expect(try machine.memory.load(UInt16.self, at: queue.availableRing + 2) == 1, "the guest made its first request available")
+        #expect(machine.metrics().devices.first { $0.name == "virtio-blk0" }?.counters.requests == 0, "and it was not served")
+        try machine.saveSnapshot(to: scratch.path)
+        machine.stop(.stopRequested)
+        _ = machine.waitUntilStopped(timeout: .seconds(30))
+
+        let restored = try Machine(configuration: MachineConfiguration(memorySize: 64 << 20, image: .flat([]),
+                                                                       disks: [try RawFileBackend(path: diskPath, readOnly: false)],
+                                                                       restore: try RestorePlan.load(directory: scratch.path)),
+                                   logger: Logger(label: "test-pending-restore"))
+        #expect(restored.run(timeout: .seconds(120)) == .powerOff(code: 0), "console: \(restored.console.output)")
+        #expect(restored.console.output.contains("ok   read sectors 0-7"))
+        #expect(!restored.console.output.contains("FAIL"))
+    }
+
     /// Firecracker's snapshot_path / mem_file_path: any two paths.
     @Test func snapshotFilesCanBeNamedFreely() throws {
         let scratch = try ScratchDirectory()

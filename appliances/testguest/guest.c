@@ -526,7 +526,8 @@ static int hostile_test(void) {
 #define ICR_STARTUP (6u << 8)
 #define ICR_PENDING (1u << 12)
 
-/* Host-visible layout at SMP_SHARED: the test reads `counter` while the machine is paused. */
+/* Host-visible layout at SMP_SHARED: the test reads `counter` while the machine is paused, and may
+ * lower `rounds` (offset 64) while it is paused to end the run after a round every CPU can still reach. */
 struct smp_shared {
     volatile u64 counter;      /* lock xadd by every CPU once per round */
     volatile u64 started;      /* APs that reached ap_main */
@@ -642,6 +643,7 @@ static int smp_test(const char *cmdline, u64 ram_size) {
     SHARED->go = 1;
     smp_work(0);
     while (SHARED->done < cpus) cpu_relax();
+    rounds = SHARED->rounds; /* the host may have changed it while the machine was paused */
     /* Every region holds its CPU's last round, seen from the BSP. */
     u64 bad = 0;
     for (u64 cpu = 0; cpu < cpus; cpu++) {

@@ -24,6 +24,9 @@ extension Machine {
         phase.withLock { $0 = .running }
         startedAt.withLock { $0 = .now }
         doorbells.forEach { $0.start() }
+        // A restored machine's queues may hold requests whose notification the saved machine
+        // consumed but had not served when it was paused.
+        if configuration.restore != nil { doorbells.forEach { $0.kick() } }
         for vcpu in vcpus {
             let thread = Thread { [self] in
                 Self.unblockKickSignal()
@@ -48,9 +51,12 @@ extension Machine {
             let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
             if stopped.wait(timeout: .now() + .nanoseconds(Int(min(nanoseconds, Int64(Int.max))))) == .timedOut {
                 stop(.timedOut)
+            } else {
+                stopped.signal() // stays signalled for a later caller (one that returned without joining)
             }
         } else {
             stopped.wait()
+            stopped.signal()
         }
         // Join every vCPU thread, kicking until each has left KVM_RUN. The threads hold `self`, so
         // guest memory outlives them even if one is wedged in the kernel past the join limit.

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The pause handshake between the thread that pauses a machine and its vCPU threads. A vCPU
 /// thread passes `checkpoint` before every KVM_RUN; while a pause is requested it completes its
@@ -13,6 +14,10 @@ final class VCPUParking: @unchecked Sendable {
     private var pauseRequested = false
     private var stopping = false
     private var parked = 0
+    /// `pauseRequested || stopping`, readable without the lock: the check every vCPU makes before
+    /// every KVM_RUN is one atomic load while nothing is asked of it. A vCPU that read it just before
+    /// it changed is then kicked out of KVM_RUN (immediate_exit, signal) and checks again.
+    private let attentionNeeded = Atomic<Bool>(false)
     let vcpuCount: Int
 
     init(vcpuCount: Int) {
@@ -28,6 +33,7 @@ final class VCPUParking: @unchecked Sendable {
     /// vCPU thread, before entering the guest. Parks while a pause is requested (after running
     /// `beforeParking`, which completes the pending exit). Returns false once the machine is stopping.
     func checkpoint(beforeParking: () -> Void) -> Bool {
+        guard attentionNeeded.load(ordering: .acquiring) else { return true }
         condition.lock()
         guard pauseRequested, !stopping else {
             defer { condition.unlock() }
@@ -48,6 +54,7 @@ final class VCPUParking: @unchecked Sendable {
     func requestPause() {
         condition.lock()
         pauseRequested = true
+        attentionNeeded.store(true, ordering: .releasing)
         condition.unlock()
     }
 
@@ -68,6 +75,7 @@ final class VCPUParking: @unchecked Sendable {
     func resume() {
         condition.lock()
         pauseRequested = false
+        attentionNeeded.store(stopping, ordering: .releasing)
         condition.broadcast()
         condition.unlock()
     }
@@ -76,6 +84,7 @@ final class VCPUParking: @unchecked Sendable {
     func stop() {
         condition.lock()
         stopping = true
+        attentionNeeded.store(true, ordering: .releasing)
         condition.broadcast()
         condition.unlock()
     }

@@ -52,6 +52,13 @@ public final class QueueDoorbell: @unchecked Sendable {
         gate.lock()
         gate.broadcast()
         gate.unlock()
+        event.signal() // wakes the thread to see `stopping`
+    }
+
+    /// Has the I/O thread look at the queue once, as if the guest had rung: after a restore, a
+    /// notification the snapshotted machine had received but not yet served is in the restored
+    /// avail ring with no doorbell left to ring for it (Firecracker kicks restored devices the same way).
+    public func kick() {
         event.signal()
     }
 
@@ -71,7 +78,7 @@ public final class QueueDoorbell: @unchecked Sendable {
         paused = false
         gate.broadcast()
         gate.unlock()
-        event.signal()
+        kick()
     }
 
     /// Waits up to `limit` for the I/O thread to end after `stop` (at once if it never started).
