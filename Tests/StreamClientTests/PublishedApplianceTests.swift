@@ -35,13 +35,13 @@ import Testing
     }
 
     /// Publishes a "demo" appliance (16 KiB chunks, level 3, dictionary when it helps) under `directory`.
-    static func publish(in directory: TemporaryDirectory) async throws -> Published {
+    static func publish(in directory: TemporaryDirectory, disk makeDisk: ((Int) -> [UInt8])? = nil) async throws -> Published {
         let applianceDirectory = directory.sub("appliance")
         try FileManager.default.createDirectory(atPath: applianceDirectory, withIntermediateDirectories: true)
         let config = #"{"name":"demo","version":"1.0","memoryMiB":64,"vcpus":1,"readyMarker":"STREAMVM-READY"}"#
         try Data(config.utf8).write(to: URL(fileURLWithPath: "\(applianceDirectory)/appliance.json"))
         let chunkSize = 16384
-        let disk = Self.diskImage(chunkSize: chunkSize, chunks: 96)
+        let disk = makeDisk?(chunkSize) ?? Self.diskImage(chunkSize: chunkSize, chunks: 96)
         try Data(disk).write(to: URL(fileURLWithPath: "\(applianceDirectory)/disk.img"))
         let key = SigningKey()
         var options = PublishOptions()

@@ -45,6 +45,29 @@ import Testing
         }
     }
 
+    /// A catalogue whose chunks need the appliance's dictionary: the client fetches the dictionary,
+    /// verifies it and decompresses every chunk with it.
+    @Test func aDictionaryCompressedCatalogueReadsBackExactly() async throws {
+        let directory = try TemporaryDirectory()
+        let published = try await PublishedApplianceTests.publish(in: directory) { SimilarRecords.disk(bytes: $0 * 64) }
+        let server = try await RunningCatalogServer.start(catalog: published.catalogRoot, traces: directory.sub("traces"))
+        do {
+            let harness = try ClientHarness(origins: ["http://127.0.0.1:\(server.port)"], trust: .key(published.key.publicKey),
+                                            cacheRoot: directory.sub("cache"), stallTimeout: ClientHarness.realPeerStall)
+            defer { harness.shutdown() }
+            let (catalog, _) = try await harness.client.loadCatalog()
+            let (manifest, _) = try await harness.client.loadManifest(try catalog.index.resolve("demo").entry.manifest)
+            #expect(!manifest.dictionaries.isEmpty, "the publisher chose a dictionary for this disk")
+            let disk = try #require(manifest.artifact(.disk))
+            #expect(disk.chunks.contains { $0?.dict != nil }, "chunks are compressed with it")
+            try await PublishedApplianceTests.assertRandomReadsEqual(published.disk, harness: harness, seed: 13)
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
+
     @Test func randomReadsOverH2CEqualTheOriginal() async throws {
         let directory = try TemporaryDirectory()
         let published = try await PublishedApplianceTests.publish(in: directory)

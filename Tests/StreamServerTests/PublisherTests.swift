@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import StreamServer
 import Synchronization
+import TestSupport
 import Testing
 
 /// A scratch appliance and catalogue in a temp directory.
@@ -296,20 +297,15 @@ struct PublishFixture {
         let fixture = try PublishFixture()
         defer { fixture.cleanup() }
         try fixture.writeConfig()
-        // Many small, similar, individually hard-to-compress records: where a dictionary shines.
-        var disk = [UInt8]()
-        for index in 0..<(fixture.chunkSize * 64 / 256) {
-            var record = Array("{\"user\":\"name-\(index % 97)\",\"role\":\"operator\",\"region\":\"eu-west-\(index % 3)\",\"id\":\(index)}".utf8)
-            record += [UInt8](repeating: UInt8(ascii: " "), count: 256 - record.count)
-            disk += record
-        }
+        // Records from a shared pool: each chunk is mostly first occurrences, so only a dictionary helps.
+        let disk = SimilarRecords.disk(bytes: fixture.chunkSize * 64)
         try fixture.writeArtifact("disk.img", disk)
         let key = SigningKey()
         let summary = try fixture.publish(key: key)
-        #expect(summary.dictionary.ratioWith != nil)
-        if summary.dictionary.used {
-            #expect((summary.dictionary.ratioWith ?? 0) > summary.dictionary.ratioWithout)
-        }
+        // This fixture is built so the dictionary pays: the test fails if the publisher stops using it.
+        #expect(summary.dictionary.used)
+        let with = try #require(summary.dictionary.ratioWith)
+        #expect(with > summary.dictionary.ratioWithout * 1.03, "held-out ratio with \(with), without \(summary.dictionary.ratioWithout)")
         #expect(try fixture.reassemble(.disk, reference: "demo", trust: key.publicKey) == disk)
     }
 }
