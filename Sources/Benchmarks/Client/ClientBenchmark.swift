@@ -220,9 +220,10 @@ public struct ClientBenchmark: Sendable {
                            sequentialGBps: Double(total) / seconds / 1e9, sequentialBytes: total)
     }
 
-    static func percentile(_ sorted: [Double], _ fraction: Double) -> Double {
-        guard !sorted.isEmpty else { return 0 }
-        return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * fraction))]
+    /// `Statistics.percentile` (index ⌊n·f⌋ of the sorted values; this file used ⌊(n−1)·f⌋ before,
+    /// one rank lower at most), 0 for no samples.
+    static func percentile(_ values: [Double], _ fraction: Double) -> Double {
+        Statistics.percentile(values, fraction) ?? 0
     }
 
     // MARK: one link profile
