@@ -53,6 +53,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("h2-initial-window"), help: "HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE in bytes for uploads (65535-2147483647).")
     var h2InitialWindow = HTTP2Tuning().initialWindowSize
 
+    @Option(name: .customLong("h2-write-buffer"), help: "Bytes queued for a connection's socket before the server stops reading its requests (4096-67108864).")
+    var h2WriteBuffer = HTTP2Tuning().writeBufferBytes
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -77,6 +80,8 @@ struct ServeCommand: AsyncParsableCommand {
         }
         options.http2.maxConcurrentStreams = h2MaxStreams
         options.http2.initialWindowSize = h2InitialWindow
+        guard (4096...(64 << 20)).contains(h2WriteBuffer) else { throw ValidationError("--h2-write-buffer must be 4096-67108864 bytes, not \(h2WriteBuffer)") }
+        options.http2.writeBufferBytes = h2WriteBuffer
         options.limits.cacheBytes = max(0, cacheMiB) << 20
         options.scrubEnabled = scrubMiBPerSecond > 0
         options.scrub.bytesPerSecond = max(1, scrubMiBPerSecond) << 20

@@ -41,6 +41,9 @@ public struct ServeBenchmark: Sendable {
         public var failedRequests: Int
         /// Largest resident memory (VmRSS, nginx: master and workers) sampled during any round.
         public var peakResidentBytes: Int
+        /// Server CPU time (user + system, all threads or processes) per request, median over rounds.
+        public var cpuMicrosecondsPerRequest: Double
+        public var roundCPUMicrosecondsPerRequest: [Double]
     }
 
     public struct Report: Sendable, Codable {
@@ -104,30 +107,37 @@ public struct ServeBenchmark: Sendable {
         _ = try h2load.run(urls: urls(nginxPort), load: warmUp, label: "warmup-nginx")
 
         /// One round against one server, with its memory sampled throughout.
-        func round(_ name: String, port: Int, process: ChildProcess, number: Int) throws -> (H2Load.Result, Int) {
-            let sampler = MemorySampler(process: process.process.processIdentifier)
+        func round(_ name: String, port: Int, process: ChildProcess, number: Int) throws -> (H2Load.Result, Int, Double) {
+            let pid = process.process.processIdentifier
+            let sampler = MemorySampler(process: pid)
+            let cpuBefore = ProcessCPUTime.seconds(treeOf: pid)
             let result: H2Load.Result
             do { result = try h2load.run(urls: urls(port), load: settings.load, label: "round\(number)-\(name)") } catch {
                 _ = sampler.stop()
                 throw error
             }
+            let cpuPerRequest = (ProcessCPUTime.seconds(treeOf: pid) - cpuBefore) * 1e6 / Double(max(1, result.succeeded + result.failed))
             let peak = sampler.stop()
             progress("round \(number) \(name): " + String(format: "%.0f req/s, %.1f MB/s, p50 %.0f µs, p99 %.0f µs, %d failed, peak RSS %.1f MiB",
                                                          result.requestsPerSecond, result.megabytesPerSecond, result.p50Microseconds, result.p99Microseconds,
-                            result.failed, Double(peak) / 1_048_576))
-            return (result, peak)
+                            result.failed, Double(peak) / 1_048_576) + String(format: ", %.1f µs CPU per request", cpuPerRequest))
+            return (result, peak, cpuPerRequest)
         }
         var ours = [H2Load.Result](), theirs = [H2Load.Result]()
         var ourPeak = 0, theirPeak = 0
+        var ourCPU = [Double](), theirCPU = [Double]()
         for number in 1...max(1, settings.rounds) {
-            let (a, aPeak) = try round("streamvm", port: streamvmPort, process: server, number: number)
-            let (b, bPeak) = try round("nginx", port: nginxPort, process: nginx, number: number)
+            let (a, aPeak, aCPU) = try round("streamvm", port: streamvmPort, process: server, number: number)
+            let (b, bPeak, bCPU) = try round("nginx", port: nginxPort, process: nginx, number: number)
+            ourCPU.append(aCPU)
+            theirCPU.append(bCPU)
             ours.append(a)
             theirs.append(b)
             ourPeak = max(ourPeak, aPeak)
             theirPeak = max(theirPeak, bPeak)
         }
-        let streamvm = Self.summarise(ours, peakResidentBytes: ourPeak), reference = Self.summarise(theirs, peakResidentBytes: theirPeak)
+        let streamvm = Self.summarise(ours, peakResidentBytes: ourPeak, cpu: ourCPU)
+        let reference = Self.summarise(theirs, peakResidentBytes: theirPeak, cpu: theirCPU)
         return Report(settings: settings, host: Self.hostDescription(), storedBytes: storedBytes, streamvm: streamvm, nginx: reference,
                       ratioToNginx: reference.requestsPerSecond > 0 ? streamvm.requestsPerSecond / reference.requestsPerSecond : 0,
                       p99RatioToNginx: reference.p99Microseconds > 0 ? streamvm.p99Microseconds / reference.p99Microseconds : 0,
@@ -155,7 +165,7 @@ public struct ServeBenchmark: Sendable {
         return max(1, count)
     }
 
-    static func summarise(_ rounds: [H2Load.Result], peakResidentBytes: Int) -> ServerFigures {
+    static func summarise(_ rounds: [H2Load.Result], peakResidentBytes: Int, cpu: [Double]) -> ServerFigures {
         func median(_ values: [Double]) -> Double {
             let sorted = values.sorted()
             guard !sorted.isEmpty else { return 0 }
@@ -164,14 +174,16 @@ public struct ServeBenchmark: Sendable {
         return ServerFigures(rounds: rounds, requestsPerSecond: median(rounds.map(\.requestsPerSecond)),
                              megabytesPerSecond: median(rounds.map(\.megabytesPerSecond)),
                              p50Microseconds: median(rounds.map(\.p50Microseconds)), p99Microseconds: median(rounds.map(\.p99Microseconds)),
-                             failedRequests: rounds.map(\.failed).reduce(0, +), peakResidentBytes: peakResidentBytes)
+                             failedRequests: rounds.map(\.failed).reduce(0, +), peakResidentBytes: peakResidentBytes,
+                             cpuMicrosecondsPerRequest: median(cpu), roundCPUMicrosecondsPerRequest: cpu)
     }
 
     /// The Markdown table of one run.
     public static func markdownTable(_ report: Report) -> String {
         func row(_ name: String, _ f: ServerFigures, _ ratio: String) -> String {
-            "| \(name) | " + String(format: "%.0f | %.1f | %.0f | %.0f | %d | %.1f", f.requestsPerSecond, f.megabytesPerSecond,
-                                    f.p50Microseconds, f.p99Microseconds, f.failedRequests, Double(f.peakResidentBytes) / 1_048_576) + " | \(ratio) |"
+            "| \(name) | " + String(format: "%.0f | %.1f | %.0f | %.0f | %d | %.1f | %.1f", f.requestsPerSecond, f.megabytesPerSecond,
+                                    f.p50Microseconds, f.p99Microseconds, f.failedRequests, Double(f.peakResidentBytes) / 1_048_576,
+                                    f.cpuMicrosecondsPerRequest) + " | \(ratio) |"
         }
         let s = report.settings
         let pinning = "servers on CPUs \(s.serverCPUs ?? "any"), h2load on CPUs \(s.clientCPUs ?? "any")"
@@ -181,8 +193,8 @@ public struct ServeBenchmark: Sendable {
         \(s.load.requests) requests per round, median of \(s.rounds) alternating rounds; \(pinning). Host: \(report.host); load average \
         \(String(format: "%.2f", report.loadAverageAtStart)) at the start, \(String(format: "%.2f", report.loadAverageAtEnd)) at the end.
 
-        | server | requests/s | MB/s | p50 µs | p99 µs | failed | peak RSS MiB | ratio to nginx |
-        |---|---:|---:|---:|---:|---:|---:|---:|
+        | server | requests/s | MB/s | p50 µs | p99 µs | failed | peak RSS MiB | CPU µs/request | ratio to nginx |
+        |---|---:|---:|---:|---:|---:|---:|---:|---:|
         \(row("streamvm serve", report.streamvm, String(format: "%.2f (p99 %.2f)", report.ratioToNginx, report.p99RatioToNginx)))
         \(row("nginx", report.nginx, "1.00"))
 

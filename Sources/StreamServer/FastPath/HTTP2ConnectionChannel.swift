@@ -39,6 +39,8 @@ public struct HTTP2ConnectionChannel: ServerChildChannel {
             let (routed, continuation) = AsyncStream.makeStream(of: HTTP1Channel.Value.self)
             var connection = NIOHTTP2Handler.ConnectionConfiguration()
             connection.initialSettings = tuning.settings
+            try channel.syncOptions?.setOption(ChannelOptions.writeBufferWaterMark,
+                                               value: .init(low: tuning.writeBufferBytes / 2, high: tuning.writeBufferBytes))
             let pipeline = channel.pipeline.syncOperations
             try pipeline.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: connection))
             try pipeline.addHandler(HTTP2GracefulClose())

@@ -16,6 +16,11 @@ public struct HTTP2Tuning: Sendable, Equatable {
     /// path and a few validators.
     public var maxHeaderListSize = 1 << 14
 
+    /// Bytes a connection may have queued for the socket before `ObjectFastPathHandler` stops
+    /// reading further requests from it (NIO's write-buffer high watermark; the low one is half).
+    /// It bounds the memory one client that does not read can pin.
+    public var writeBufferBytes = 64 << 10
+
     public init() {}
 
     var settings: HTTP2Settings {

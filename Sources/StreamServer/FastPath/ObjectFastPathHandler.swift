@@ -99,8 +99,9 @@ final class ObjectFastPathHandler: ChannelDuplexHandler {
         case "HEAD"?: isHead = true
         default: return false
         }
-        guard let path, case .success(.object(let object)) = RequestTarget.parse(path), object != .catalog,
-              let copy = store.verifiedCopy(object) else { return false }
+        // Looked up by the exact target sent: only the canonical spelling of a verified, cached
+        // object matches, so there is nothing to parse; anything else is the router's to judge.
+        guard let path, let copy = store.verifiedCopy(forTarget: path) else { return false }
 
         let size = copy.bytes.readableBytes
         var headers: HPACKHeaders
@@ -114,10 +115,10 @@ final class ObjectFastPathHandler: ChannelDuplexHandler {
             let decided = ObjectAnswer.decide(size: size, entityTag: copy.entityTag, ifNoneMatch: ifNoneMatch, range: range, ifRange: ifRange)
             status = decided.statusCode
             headers = HPACKHeaders([(":status", String(status))])
-            headers.add(contentsOf: copy.representationFields)
-            if let contentRange = decided.contentRange { headers.add(name: "content-range", value: contentRange) }
+            VerifiedCopy.addRepresentation(copy.representationFields, to: &headers)
+            if let contentRange = decided.contentRange { headers.add(name: "content-range", value: contentRange, indexing: .nonIndexable) }
             if let slice = decided.slice {
-                headers.add(name: "content-length", value: String(slice.length))
+                headers.add(name: "content-length", value: String(slice.length), indexing: .nonIndexable)
                 if !isHead { body = copy.bytes.getSlice(at: copy.bytes.readerIndex + slice.offset, length: slice.length) }
             }
         }

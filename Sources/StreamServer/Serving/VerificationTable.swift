@@ -27,6 +27,9 @@ struct VerificationTable {
     }
 
     private var records: [CatalogObject: Record] = [:]
+    /// The request targets of the objects with a cached copy, so that the event loop can find a copy
+    /// by the raw `:path` it was sent without parsing it; only the canonical spelling is a key.
+    private var cachedTargets: [String: CatalogObject] = [:]
     /// Objects with cached bytes, in insertion order; the CLOCK hand walks it.
     private var clock: [CatalogObject] = []
     private var hand = 0
@@ -48,21 +51,40 @@ struct VerificationTable {
         }
     }
 
+    /// The cached copy whose request target is exactly `target`, whatever its file is now (the
+    /// caller compares identities). A hit counts as a use for eviction.
+    mutating func copy(forTarget target: String) -> VerifiedCopy? {
+        guard let object = cachedTargets[target], let record = records[object], let copy = record.copy else { return nil }
+        if !record.referenced { records[object]!.referenced = true }
+        return copy
+    }
+
     mutating func record(_ object: CatalogObject, identity: FileIdentity, verdict: Verdict, copy: VerifiedCopy?) {
         let old = records[object]
         var kept = copy
         if kept == nil, let old, old.identity == identity, verdict == .good { kept = old.copy }
-        if let oldCopy = old?.copy { cachedBytes -= oldCopy.bytes.readableBytes }
+        if let oldCopy = old?.copy {
+            cachedBytes -= oldCopy.bytes.readableBytes
+            forgetTarget(of: oldCopy)
+        }
         if let kept, kept.bytes.readableBytes > cacheLimit { records[object] = Record(identity: identity, verdict: verdict, copy: nil, referenced: false); return }
         records[object] = Record(identity: identity, verdict: verdict, copy: kept, referenced: false)
         guard let kept else { return }
         cachedBytes += kept.bytes.readableBytes
+        if let target = kept.requestTarget { cachedTargets[target] = object }
         if old?.copy == nil { clock.append(object) }
         evictUntilWithinLimit(protecting: object)
     }
 
     mutating func remove(_ object: CatalogObject) {
-        if let copy = records.removeValue(forKey: object)?.copy { cachedBytes -= copy.bytes.readableBytes }
+        if let copy = records.removeValue(forKey: object)?.copy {
+            cachedBytes -= copy.bytes.readableBytes
+            forgetTarget(of: copy)
+        }
+    }
+
+    private mutating func forgetTarget(of copy: VerifiedCopy) {
+        if let target = copy.requestTarget { cachedTargets[target] = nil }
     }
 
     /// Drops cached copies (never verdicts) until the cache fits, giving recently hit objects a
@@ -87,6 +109,7 @@ struct VerificationTable {
             record.copy = nil
             records[candidate] = record
             cachedBytes -= copy.bytes.readableBytes
+            forgetTarget(of: copy)
             clock.swapAt(hand, clock.count - 1)
             clock.removeLast()
         }

@@ -8,6 +8,13 @@ import NIOHPACK
 public struct VerifiedCopy: Sendable {
     /// The verified bytes themselves.
     public let bytes: ByteBuffer
+    /// The file the bytes came from and its identity then: the copy may be served only while the
+    /// file still has that identity.
+    let filePath: String
+    let identity: FileIdentity
+    /// The canonical request target ("/" + path) by which the event loop finds the copy; nil for
+    /// catalog.json, which changes under its name and is always answered by the router.
+    let requestTarget: String?
     /// Strong validator (quoted), the same the Hummingbird path sends.
     let entityTag: String
     /// ETag, Cache-Control, Content-Type, Accept-Ranges and Server: sent with every answer about the
@@ -19,8 +26,20 @@ public struct VerifiedCopy: Sendable {
     /// Sent in `server`, as Hummingbird's `ApplicationConfiguration(serverName:)` does on the router path.
     static let serverName = "streamvm"
 
-    init(object: CatalogObject, identity: FileIdentity, bytes: ByteBuffer) {
+    /// Adds the representation fields to an HTTP/2 header block. Values unique to one object (the
+    /// entity tag) are sent without HPACK indexing: with thousands of objects they would only churn
+    /// the 4 KiB dynamic table, and every lookup in it is a linear scan in swift-nio-http2's encoder.
+    static func addRepresentation(_ fields: [(String, String)], to headers: inout HPACKHeaders) {
+        for (name, value) in fields {
+            headers.add(name: name, value: value, indexing: name == "etag" ? .nonIndexable : .indexable)
+        }
+    }
+
+    init(object: CatalogObject, filePath: String, identity: FileIdentity, bytes: ByteBuffer) {
         self.bytes = bytes
+        self.filePath = filePath
+        self.identity = identity
+        requestTarget = object == .catalog ? nil : "/" + object.path
         entityTag = ObjectResponses.entityTag(object, bytes: bytes, identity: identity)
         representationFields = [
             ("etag", entityTag),
@@ -30,8 +49,8 @@ public struct VerifiedCopy: Sendable {
             ("server", Self.serverName),
         ]
         var whole = HPACKHeaders([(":status", "200")])
-        whole.add(contentsOf: representationFields)
-        whole.add(name: "content-length", value: String(bytes.readableBytes))
+        Self.addRepresentation(representationFields, to: &whole)
+        whole.add(name: "content-length", value: String(bytes.readableBytes), indexing: .nonIndexable)
         wholeAnswerHeaders = whole
     }
 }

@@ -84,13 +84,15 @@ public final class VerifiedObjectStore: Sendable {
         }
     }
 
-    /// The verified in-memory copy of `object` if the file is still the one verified: one `stat` and
-    /// one table lookup under the lock, nothing that waits on a disk read, so an event loop may ask.
-    /// nil sends the caller to `lookup`, which verifies, reads or reports as needed.
-    public func verifiedCopy(_ object: CatalogObject) -> VerifiedCopy? {
-        guard let identity = FileIdentity.of(path: directory.filePath(object)) else { return nil }
-        if case .verified(let copy?) = state.withLockedValue({ $0.entry(for: object, identity: identity) }) { return copy }
-        return nil
+    /// The verified in-memory copy of the object whose canonical request target is exactly `target`
+    /// ("/chunks/ab/ab….zst"), if its file is still the one verified: one table lookup under the
+    /// lock and one `stat`, nothing that waits on a disk read, so an event loop may ask. Any other
+    /// spelling, catalog.json, an object not verified or not cached, or a file changed since gives
+    /// nil, and the caller sends the request to the router, which parses, verifies and reports.
+    public func verifiedCopy(forTarget target: String) -> VerifiedCopy? {
+        guard let copy = state.withLockedValue({ $0.copy(forTarget: target) }) else { return nil }
+        guard FileIdentity.of(path: copy.filePath) == copy.identity else { return nil }
+        return copy
     }
 
     /// Reads and verifies `object` now, whatever the table says, and records the verdict. Used by the
@@ -161,7 +163,8 @@ public final class VerifiedObjectStore: Sendable {
     }
 
     private func cacheIfSmall(_ object: CatalogObject, identity: FileIdentity, bytes: ByteBuffer) {
-        let copy = bytes.readableBytes <= limits.cacheObjectBytes ? VerifiedCopy(object: object, identity: identity, bytes: bytes) : nil
+        let copy = bytes.readableBytes <= limits.cacheObjectBytes
+            ? VerifiedCopy(object: object, filePath: directory.filePath(object), identity: identity, bytes: bytes) : nil
         state.withLockedValue { $0.record(object, identity: identity, verdict: .good, copy: copy) }
     }
 
