@@ -7,6 +7,7 @@ import HummingbirdTLS
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 
@@ -42,6 +43,8 @@ public final class CatalogServer: Sendable {
         public var scrubEnabled = true
         /// Accept queue length; sized for benchmark bursts of new connections.
         public var backlog = 1024
+        /// HTTP/2 settings advertised to clients (docs/SERVING.md says how they were chosen).
+        public var http2 = HTTP2Tuning()
 
         public init(catalog: String) { self.catalog = catalog }
     }
@@ -139,24 +142,32 @@ public final class CatalogServer: Sendable {
         await group?.triggerGracefulShutdown()
     }
 
-    /// Plaintext: h2c or HTTP/1.1 chosen per connection; TLS: ALPN chooses. Both stall-guarded.
+    /// Plaintext: h2c or HTTP/1.1 chosen per connection; TLS: ALPN chooses. Both stall-guarded. On
+    /// HTTP/2, reads of cached verified objects are answered on the event loop (`ObjectFastPathHandler`);
+    /// everything else, and all of HTTP/1.1, goes to the responder.
     private func serverBuilder() throws -> HTTPServerBuilder {
         let streamTimeout = options.stallTimeout
         let timeout = TimeAmount.nanoseconds(Int64(streamTimeout.components.seconds) * 1_000_000_000 + streamTimeout.components.attoseconds / 1_000_000_000)
-        let configuration = HTTP2ChannelConfiguration(
-            idleTimeout: streamTimeout,
-            gracefulCloseTimeout: .seconds(5),
-            streamConfiguration: .init(idleTimeout: timeout))
+        let streamConfiguration = HTTP1Channel.Configuration(idleTimeout: timeout)
+        let tuning = options.http2, store = self.store, metrics = self.metrics
+        @Sendable func channels(_ responder: @escaping HTTPChannelHandler.Responder) -> (HTTP1Channel, HTTP2ConnectionChannel) {
+            (HTTP1Channel(responder: responder, configuration: streamConfiguration),
+             HTTP2ConnectionChannel(responder: responder, configuration: streamConfiguration, tuning: tuning, store: store, metrics: metrics))
+        }
         if let certificate = options.tlsCertificate, let key = options.tlsKey {
-            let tls = try TLSConfiguration.makeServerConfiguration(
+            let tls = TLSConfiguration.makeServerConfiguration(
                 certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
                 privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+            // Built once here so that a bad certificate or key fails at start, not per connection.
+            _ = try NIOSSLContext(configuration: tls)
             return HTTPServerBuilder { responder in
-                StallGuardedChannel(try HTTP2UpgradeChannel(tlsConfiguration: tls, configuration: configuration, responder: responder), timeout: timeout)
+                let (http1, http2) = channels(responder)
+                return StallGuardedChannel(try TLSHTTPChannel(tls: tls, http1: http1, http2: http2), timeout: timeout)
             }
         }
         return HTTPServerBuilder { responder in
-            StallGuardedChannel(PlaintextHTTPChannel(responder: responder, configuration: configuration), timeout: timeout)
+            let (http1, http2) = channels(responder)
+            return StallGuardedChannel(PlaintextHTTPChannel(http1: http1, http2: http2), timeout: timeout)
         }
     }
 }

@@ -7,7 +7,7 @@ import StreamServer
 struct BenchServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve 64 KiB chunks over h2c with streamvm serve and nginx, load both with h2load, compare.")
+        abstract: "Serve 64 KiB chunks over h2c (or h2 over TLS) with streamvm serve and nginx, load both with h2load, compare.")
 
     @Option(help: "Number of distinct chunks in the catalogue.")
     var chunks = 2048
@@ -27,6 +27,15 @@ struct BenchServeCommand: ParsableCommand {
     @Option(help: "Alternating rounds per server.")
     var rounds = 3
 
+    @Flag(help: "h2 over TLS (ALPN) instead of h2c; both servers use one self-signed certificate made with openssl.")
+    var tls = false
+
+    @Option(name: .customLong("server-cpus"), help: "taskset CPU list both servers are pinned to, e.g. 0 or 0-1 (default: not pinned).")
+    var serverCPUs: String?
+
+    @Option(name: .customLong("client-cpus"), help: "taskset CPU list h2load is pinned to (default: not pinned).")
+    var clientCPUs: String?
+
     @Option(help: "Write the JSON report here.")
     var json: String?
 
@@ -38,6 +47,9 @@ struct BenchServeCommand: ParsableCommand {
         settings.chunkCount = max(1, chunks)
         settings.load = .init(requests: max(1, requests), clients: max(1, clients), streamsPerClient: max(1, streams), threads: max(1, threads))
         settings.rounds = max(1, rounds)
+        settings.tls = tls
+        settings.serverCPUs = serverCPUs
+        settings.clientCPUs = clientCPUs
         if let workDirectory {
             try FileManager.default.createDirectory(atPath: workDirectory, withIntermediateDirectories: true)
             settings.workDirectory = (workDirectory as NSString).standardizingPath

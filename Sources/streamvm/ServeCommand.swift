@@ -50,6 +50,15 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("scrub-mib-per-second"), help: "Background re-verification rate (0 disables the scrubber).")
     var scrubMiBPerSecond = 32
 
+    @Option(name: .customLong("h2-max-streams"), help: "HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per connection (1-65535).")
+    var h2MaxStreams = HTTP2Tuning().maxConcurrentStreams
+
+    @Option(name: .customLong("h2-initial-window"), help: "HTTP/2 SETTINGS_INITIAL_WINDOW_SIZE in bytes for uploads (65535-2147483647).")
+    var h2InitialWindow = HTTP2Tuning().initialWindowSize
+
+    @Option(name: .customLong("h2-write-buffer"), help: "Bytes queued for a connection's socket before the server stops reading its requests (4096-67108864).")
+    var h2WriteBuffer = HTTP2Tuning().writeBufferBytes
+
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -69,6 +78,14 @@ struct ServeCommand: AsyncParsableCommand {
         options.traceDirectory = traceDirectory
         options.learningKey = try learnKey.map { try SigningKey(file: $0) }
         options.stallTimeout = .seconds(max(1, stallTimeout))
+        guard (1...65535).contains(h2MaxStreams) else { throw ValidationError("--h2-max-streams must be 1-65535, not \(h2MaxStreams)") }
+        guard (65535...Int(Int32.max)).contains(h2InitialWindow) else {
+            throw ValidationError("--h2-initial-window must be 65535-2147483647 bytes, not \(h2InitialWindow)")
+        }
+        options.http2.maxConcurrentStreams = h2MaxStreams
+        options.http2.initialWindowSize = h2InitialWindow
+        guard (4096...(64 << 20)).contains(h2WriteBuffer) else { throw ValidationError("--h2-write-buffer must be 4096-67108864 bytes, not \(h2WriteBuffer)") }
+        options.http2.writeBufferBytes = h2WriteBuffer
         options.limits.cacheBytes = max(0, cacheMiB) << 20
         options.scrubEnabled = scrubMiBPerSecond > 0
         options.scrub.bytesPerSecond = max(1, scrubMiBPerSecond) << 20

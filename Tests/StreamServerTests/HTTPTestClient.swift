@@ -2,6 +2,7 @@ import Foundation
 import TestSupport
 import NIOCore
 import NIOHTTP1
+import Testing
 @testable import StreamServer
 
 /// One HTTP/1.1 request over a fresh connection, sending the target exactly as given (no
@@ -11,6 +12,22 @@ func request(_ server: RunningServer, _ method: HTTPMethod = .GET, _ target: Str
     try await HTTP1Connection.with(host: "127.0.0.1", port: server.port) { connection in
         try await connection.send(method, path: target, headers: headers, body: body.map { ByteBuffer(bytes: $0) }, replyLimit: 64 << 20)
     }
+}
+
+
+
+/// A self-signed P-256 certificate for 127.0.0.1 made by openssl in `directory`: (certificate, key) paths.
+func makeTestCertificate(in directory: String) async throws -> (certificate: String, key: String) {
+    let cert = directory + "/cert.pem", key = directory + "/key.pem"
+    let openssl = Process()
+    openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+    openssl.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert]
+    openssl.standardError = FileHandle.nullDevice
+    try openssl.run()
+    try await offPool { openssl.waitUntilExit() }
+    try #require(openssl.terminationStatus == 0, "openssl could not make a test certificate")
+    return (cert, key)
 }
 
 /// Runs curl (used for HTTP/2: h2c with prior knowledge and h2 over TLS) and returns its output.

@@ -107,15 +107,7 @@ import Testing
     /// Over TLS, ALPN picks h2 for HTTP/2 clients and HTTP/1.1 for the rest.
     @Test func tlsNegotiatesH2ByALPN() async throws {
         let catalogue = try TestCatalogue()
-        let cert = catalogue.base + "/cert.pem", key = catalogue.base + "/key.pem"
-        let openssl = Process()
-        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        openssl.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                             "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert]
-        openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
-        try await offPool { openssl.waitUntilExit() }
-        #expect(openssl.terminationStatus == 0)
+        let (cert, key) = try await makeTestCertificate(in: catalogue.base)
         let server = try await RunningServer.start(catalogue: catalogue) { options in
             options.tlsCertificate = cert
             options.tlsKey = key

@@ -6,11 +6,19 @@ final class ChildProcess: @unchecked Sendable {
     let process: Process
     let name: String
 
-    /// Starts `executable` with output to `logFile`.
-    init(_ executable: String, arguments: [String], logFile: String) throws {
+    /// util-linux's taskset, which pins a program to CPUs and then executes it in the same process.
+    static let taskset = "/usr/bin/taskset"
+
+    /// Starts `executable` with output to `logFile`, pinned to the taskset CPU list `cpus` if given.
+    init(_ executable: String, arguments: [String], logFile: String, cpus: String? = nil) throws {
         process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
+        if let cpus {
+            process.executableURL = URL(fileURLWithPath: Self.taskset)
+            process.arguments = ["-c", cpus, executable] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+        }
         FileManager.default.createFile(atPath: logFile, contents: nil)
         let log = FileHandle(forWritingAtPath: logFile)
         process.standardOutput = log

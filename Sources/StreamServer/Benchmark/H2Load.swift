@@ -32,6 +32,8 @@ public struct H2Load: Sendable {
 
     let executable: String
     let workDirectory: String
+    /// A taskset CPU list to pin h2load to (nil: wherever the scheduler puts it).
+    var cpus: String? = nil
 
     /// `urls` all on one origin; h2load cycles through them.
     func run(urls: [String], load: Load, label: String) throws -> Result {
@@ -39,10 +41,12 @@ public struct H2Load: Sendable {
         let logFile = "\(workDirectory)/\(label)-requests.log"
         try urls.joined(separator: "\n").appending("\n").write(toFile: urlFile, atomically: true, encoding: .utf8)
         try? FileManager.default.removeItem(atPath: logFile)
-        let output = try ChildProcess.runToCompletion(executable, arguments: [
+        let arguments = [
             "-i", urlFile, "-n", String(load.requests), "-c", String(load.clients),
             "-m", String(load.streamsPerClient), "-t", String(load.threads), "--log-file=\(logFile)",
-        ])
+        ]
+        let output = try cpus.map { try ChildProcess.runToCompletion(ChildProcess.taskset, arguments: ["-c", $0, executable] + arguments) }
+            ?? ChildProcess.runToCompletion(executable, arguments: arguments)
         return try Self.parse(summary: output, log: String(contentsOfFile: logFile, encoding: .utf8))
     }
 

@@ -13,6 +13,7 @@ public final class ServerMetrics: Sendable {
     private let verifications: [Bool: Counter]
     private let scrubbed: Counter
     private let cacheBytes: Gauge
+    private let eventLoopAnswers: Counter
 
     private struct RequestKey: Hashable {
         var method: String
@@ -37,6 +38,8 @@ public final class ServerMetrics: Sendable {
             false: registry.makeCounter(name: "streamvm_object_verifications_total", labels: [("result", "corrupt")], help: "Objects read and verified against their names."),
         ]
         scrubbed = registry.makeCounter(name: "streamvm_scrub_objects_total", help: "Objects re-verified by the background scrubber.")
+        eventLoopAnswers = registry.makeCounter(name: "streamvm_http_event_loop_answers_total",
+                                                help: "HTTP/2 reads of cached verified objects answered on the event loop (also counted in streamvm_http_requests_total).")
         cacheBytes = registry.makeGauge(name: "streamvm_object_cache_bytes", help: "Bytes of verified objects held in memory.")
     }
 
@@ -69,6 +72,7 @@ public final class ServerMetrics: Sendable {
     }
 
     func recordVerification(good: Bool) { verifications[good]!.increment() }
+    func recordEventLoopAnswer() { eventLoopAnswers.increment() }
     func recordScrubbed() { scrubbed.increment() }
     func recordUpload(bytes: Int) { bytesReceived.increment(by: Int64(bytes)) }
     func recordCacheBytes(_ bytes: Int) { cacheBytes.set(Double(bytes)) }

@@ -17,33 +17,29 @@ struct ObjectResponses: Sendable {
     let threadPool: NIOThreadPool
 
     func respond(to request: Request, with served: ServableObject) -> Response {
-        let etag = entityTag(served)
+        let etag: String
+        if case .memory(let bytes) = served.source {
+            etag = Self.entityTag(served.object, bytes: bytes, identity: served.identity)
+        } else {
+            etag = Self.entityTag(served.object, bytes: nil, identity: served.identity)
+        }
         var headers = HTTPFields()
         headers[.eTag] = etag
-        headers[.cacheControl] = served.object == .catalog ? Self.catalogCaching : Self.immutableCaching
+        headers[.cacheControl] = Self.caching(served.object)
         headers[.contentType] = Self.contentType(served.object)
         headers[.acceptRanges] = "bytes"
 
-        if let match = request.headers[.ifNoneMatch], Self.matches(match, etag: etag) {
-            return Response(status: .notModified, headers: headers)
-        }
-        var range = ByteRange.parse(request.headers[.range], size: served.size)
-        if let ifRange = request.headers[.ifRange], ifRange != etag { range = .whole }
-
+        let answer = ObjectAnswer.decide(size: served.size, entityTag: etag, ifNoneMatch: request.headers[.ifNoneMatch],
+                                         range: request.headers[.range], ifRange: request.headers[.ifRange])
         let status: HTTPResponse.Status
-        let slice: ByteRange
-        switch range {
-        case .whole:
-            status = .ok
-            slice = ByteRange(offset: 0, length: served.size)
-        case .partial(let requested):
-            status = .partialContent
-            slice = requested
-            headers[.contentRange] = "bytes \(requested.offset)-\(requested.lastByte)/\(served.size)"
-        case .unsatisfiable:
-            headers[.contentRange] = "bytes */\(served.size)"
-            return Response(status: .rangeNotSatisfiable, headers: headers)
+        switch answer.kind {
+        case .notModified: status = .notModified
+        case .whole: status = .ok
+        case .partial: status = .partialContent
+        case .unsatisfiable: status = .rangeNotSatisfiable
         }
+        if let contentRange = answer.contentRange { headers[.contentRange] = contentRange }
+        guard let slice = answer.slice else { return Response(status: status, headers: headers) }
         headers[.contentLength] = String(slice.length)
         if request.method == .head {
             return Response(status: status, headers: headers)
@@ -87,22 +83,17 @@ struct ObjectResponses: Sendable {
     }
 
     /// A strong validator: the object's digest, or for catalog.json a hash of the verified bytes.
-    private func entityTag(_ served: ServableObject) -> String {
-        if let digest = served.object.digest { return "\"\(digest.hex)\"" }
-        if case .memory(let bytes) = served.source {
+    static func entityTag(_ object: CatalogObject, bytes: ByteBuffer?, identity: FileIdentity) -> String {
+        if let digest = object.digest { return "\"\(digest.hex)\"" }
+        if let bytes {
             let hash = bytes.withUnsafeReadableBytes { Digest.of($0) }
             return "\"\(hash.hex)\""
         }
-        return "\"\(served.identity.inode)-\(served.identity.size)-\(served.identity.modifiedNanoseconds)\""
+        return "\"\(identity.inode)-\(identity.size)-\(identity.modifiedNanoseconds)\""
     }
 
-    static func matches(_ header: String, etag: String) -> Bool {
-        if header.trimmingCharacters(in: .whitespaces) == "*" { return true }
-        return header.split(separator: ",").contains { candidate in
-            var tag = candidate.trimmingCharacters(in: .whitespaces)
-            if tag.hasPrefix("W/") { tag.removeFirst(2) }
-            return tag == etag
-        }
+    static func caching(_ object: CatalogObject) -> String {
+        object == .catalog ? catalogCaching : immutableCaching
     }
 
     static func contentType(_ object: CatalogObject) -> String {

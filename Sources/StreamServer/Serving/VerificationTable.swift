@@ -2,7 +2,7 @@ import Catalog
 import NIOCore
 
 /// The verdicts the server has reached, keyed by object and valid only for one file identity, plus
-/// verified copies of small objects kept in memory. A value type guarded by the store's lock; every
+/// verified copies of small objects kept in memory (with their precomputed response headers). A value type guarded by the store's lock; every
 /// operation is O(1) amortised so the lock is held for a dictionary lookup and little else.
 struct VerificationTable {
     enum Verdict: Equatable {
@@ -11,8 +11,8 @@ struct VerificationTable {
     }
 
     enum Entry {
-        /// Verified for the current identity; the bytes when a copy is cached.
-        case verified(ByteBuffer?)
+        /// Verified for the current identity; the copy when one is cached.
+        case verified(VerifiedCopy?)
         case corrupt(String)
         /// Never verified, or the file changed since.
         case unknown
@@ -21,12 +21,15 @@ struct VerificationTable {
     private struct Record {
         var identity: FileIdentity
         var verdict: Verdict
-        var bytes: ByteBuffer?
+        var copy: VerifiedCopy?
         /// Second-chance bit of the CLOCK eviction policy: set on every hit, cleared as the hand passes.
         var referenced: Bool
     }
 
     private var records: [CatalogObject: Record] = [:]
+    /// The request targets of the objects with a cached copy, so that the event loop can find a copy
+    /// by the raw `:path` it was sent without parsing it; only the canonical spelling is a key.
+    private var cachedTargets: [String: CatalogObject] = [:]
     /// Objects with cached bytes, in insertion order; the CLOCK hand walks it.
     private var clock: [CatalogObject] = []
     private var hand = 0
@@ -43,26 +46,45 @@ struct VerificationTable {
         case .corrupt(let reason):
             return .corrupt(reason)
         case .good:
-            if record.bytes != nil, !record.referenced { records[object]!.referenced = true }
-            return .verified(record.bytes)
+            if record.copy != nil, !record.referenced { records[object]!.referenced = true }
+            return .verified(record.copy)
         }
     }
 
-    mutating func record(_ object: CatalogObject, identity: FileIdentity, verdict: Verdict, bytes: ByteBuffer?) {
+    /// The cached copy whose request target is exactly `target`, whatever its file is now (the
+    /// caller compares identities). A hit counts as a use for eviction.
+    mutating func copy(forTarget target: String) -> VerifiedCopy? {
+        guard let object = cachedTargets[target], let record = records[object], let copy = record.copy else { return nil }
+        if !record.referenced { records[object]!.referenced = true }
+        return copy
+    }
+
+    mutating func record(_ object: CatalogObject, identity: FileIdentity, verdict: Verdict, copy: VerifiedCopy?) {
         let old = records[object]
-        var keptBytes = bytes
-        if keptBytes == nil, let old, old.identity == identity, verdict == .good { keptBytes = old.bytes }
-        if let oldBytes = old?.bytes { cachedBytes -= oldBytes.readableBytes }
-        if let keptBytes, keptBytes.readableBytes > cacheLimit { records[object] = Record(identity: identity, verdict: verdict, bytes: nil, referenced: false); return }
-        records[object] = Record(identity: identity, verdict: verdict, bytes: keptBytes, referenced: false)
-        guard let keptBytes else { return }
-        cachedBytes += keptBytes.readableBytes
-        if old?.bytes == nil { clock.append(object) }
+        var kept = copy
+        if kept == nil, let old, old.identity == identity, verdict == .good { kept = old.copy }
+        if let oldCopy = old?.copy {
+            cachedBytes -= oldCopy.bytes.readableBytes
+            forgetTarget(of: oldCopy)
+        }
+        if let kept, kept.bytes.readableBytes > cacheLimit { records[object] = Record(identity: identity, verdict: verdict, copy: nil, referenced: false); return }
+        records[object] = Record(identity: identity, verdict: verdict, copy: kept, referenced: false)
+        guard let kept else { return }
+        cachedBytes += kept.bytes.readableBytes
+        if let target = kept.requestTarget { cachedTargets[target] = object }
+        if old?.copy == nil { clock.append(object) }
         evictUntilWithinLimit(protecting: object)
     }
 
     mutating func remove(_ object: CatalogObject) {
-        if let bytes = records.removeValue(forKey: object)?.bytes { cachedBytes -= bytes.readableBytes }
+        if let copy = records.removeValue(forKey: object)?.copy {
+            cachedBytes -= copy.bytes.readableBytes
+            forgetTarget(of: copy)
+        }
+    }
+
+    private mutating func forgetTarget(of copy: VerifiedCopy) {
+        if let target = copy.requestTarget { cachedTargets[target] = nil }
     }
 
     /// Drops cached copies (never verdicts) until the cache fits, giving recently hit objects a
@@ -73,7 +95,7 @@ struct VerificationTable {
             steps += 1
             if hand >= clock.count { hand = 0 }
             let candidate = clock[hand]
-            guard var record = records[candidate], let bytes = record.bytes else {
+            guard var record = records[candidate], let copy = record.copy else {
                 clock.swapAt(hand, clock.count - 1)
                 clock.removeLast()
                 continue
@@ -84,9 +106,10 @@ struct VerificationTable {
                 hand += 1
                 continue
             }
-            record.bytes = nil
+            record.copy = nil
             records[candidate] = record
-            cachedBytes -= bytes.readableBytes
+            cachedBytes -= copy.bytes.readableBytes
+            forgetTarget(of: copy)
             clock.swapAt(hand, clock.count - 1)
             clock.removeLast()
         }

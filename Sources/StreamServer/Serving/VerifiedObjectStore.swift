@@ -64,7 +64,7 @@ public final class VerifiedObjectStore: Sendable {
         guard let identity = FileIdentity.of(path: path) else { return .missing }
         switch state.withLockedValue({ $0.entry(for: object, identity: identity) }) {
         case .verified(let cached?):
-            return .servable(ServableObject(object: object, identity: identity, source: .memory(cached)))
+            return .servable(ServableObject(object: object, identity: identity, source: .memory(cached.bytes)))
         case .verified(nil) where identity.size > limits.inMemoryObjectBytes:
             return .servable(ServableObject(object: object, identity: identity, source: .file(path)))
         case .verified(nil):
@@ -82,6 +82,17 @@ public final class VerifiedObjectStore: Sendable {
         case .unknown:
             return try await verify(object, path: path)
         }
+    }
+
+    /// The verified in-memory copy of the object whose canonical request target is exactly `target`
+    /// ("/chunks/ab/ab….zst"), if its file is still the one verified: one table lookup under the
+    /// lock and one `stat`, nothing that waits on a disk read, so an event loop may ask. Any other
+    /// spelling, catalog.json, an object not verified or not cached, or a file changed since gives
+    /// nil, and the caller sends the request to the router, which parses, verifies and reports.
+    public func verifiedCopy(forTarget target: String) -> VerifiedCopy? {
+        guard let copy = state.withLockedValue({ $0.copy(forTarget: target) }) else { return nil }
+        guard FileIdentity.of(path: copy.filePath) == copy.identity else { return nil }
+        return copy
     }
 
     /// Reads and verifies `object` now, whatever the table says, and records the verdict. Used by the
@@ -136,11 +147,11 @@ public final class VerifiedObjectStore: Sendable {
             if case .memory(let bytes) = served.source, keepInCache {
                 cacheIfSmall(object, identity: served.identity, bytes: bytes)
             } else {
-                state.withLockedValue { $0.record(object, identity: served.identity, verdict: .good, bytes: nil) }
+                state.withLockedValue { $0.record(object, identity: served.identity, verdict: .good, copy: nil) }
             }
         case .corrupt(let reason):
             if let identity {
-                state.withLockedValue { $0.record(object, identity: identity, verdict: .corrupt(reason), bytes: nil) }
+                state.withLockedValue { $0.record(object, identity: identity, verdict: .corrupt(reason), copy: nil) }
             }
             logger.error("catalogue object is corrupt; refusing to serve it", metadata: [
                 "object": "\(object.path)", "problem": "\(reason)",
@@ -152,8 +163,9 @@ public final class VerifiedObjectStore: Sendable {
     }
 
     private func cacheIfSmall(_ object: CatalogObject, identity: FileIdentity, bytes: ByteBuffer) {
-        let keep = bytes.readableBytes <= limits.cacheObjectBytes
-        state.withLockedValue { $0.record(object, identity: identity, verdict: .good, bytes: keep ? bytes : nil) }
+        let copy = bytes.readableBytes <= limits.cacheObjectBytes
+            ? VerifiedCopy(object: object, filePath: directory.filePath(object), identity: identity, bytes: bytes) : nil
+        state.withLockedValue { $0.record(object, identity: identity, verdict: .good, copy: copy) }
     }
 
     /// The check a served object must pass. catalog.json is checked against the server's trust

@@ -2,9 +2,9 @@ import HummingbirdCore
 import Logging
 import NIOCore
 
-/// Wraps a connection type so that a connection on which nothing is read and no write completes for
-/// `timeout` is closed: stalled clients (never sending, never reading) cannot pin descriptors and
-/// buffers forever. Progress in either direction, however slow, keeps a connection open.
+/// Wraps a connection type so that a connection on which nothing is read, nothing is written and
+/// nothing drains for `timeout` is closed: stalled clients (never sending, never reading) cannot pin
+/// descriptors and buffers forever. Progress in either direction, however slow, keeps a connection open.
 public struct StallGuardedChannel<Inner: ServerChildChannel>: ServerChildChannel {
     public typealias Value = Inner.Value
 
@@ -18,8 +18,8 @@ public struct StallGuardedChannel<Inner: ServerChildChannel>: ServerChildChannel
 
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         do {
-            // First in the pipeline, so they see raw bytes and raw write completions.
-            try channel.pipeline.syncOperations.addHandlers([IdleStateHandler(allTimeout: timeout), StallCloser(logger: logger)], position: .first)
+            // First in the pipeline, so that it sees raw bytes and the socket's writability.
+            try channel.pipeline.syncOperations.addHandler(StallGuard(timeout: timeout, logger: logger), position: .first)
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
@@ -31,19 +31,73 @@ public struct StallGuardedChannel<Inner: ServerChildChannel>: ServerChildChannel
     }
 }
 
-/// Closes the connection when `IdleStateHandler` reports that it made no progress.
-final class StallCloser: ChannelInboundHandler, RemovableChannelHandler {
+/// Closes the connection when a whole `timeout` passes without progress: no bytes read, no write
+/// handed to the socket and no change of writability (a socket that was full draining again).
+///
+/// It replaces NIO's `IdleStateHandler`, which watches write completions by attaching a promise and
+/// a callback to every write: HTTP/2 writes several buffers per response, and on the event-loop fast
+/// path those allocations were a measurable share of the CPU per request. A client that stops
+/// reading stops all three kinds of progress here as well: its socket fills, writability stays off,
+/// and `ObjectFastPathHandler` reads no further requests that could produce writes.
+final class StallGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
-    let logger: Logger
+    typealias OutboundIn = NIOAny
 
-    init(logger: Logger) { self.logger = logger }
+    private let timeout: TimeAmount
+    private let logger: Logger
+    private var progressed = false
+    private var check: Scheduled<Void>?
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .all? = event as? IdleStateHandler.IdleStateEvent {
+    init(timeout: TimeAmount, logger: Logger) {
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { schedule(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if check == nil { schedule(context) }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        check?.cancel()
+        check = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        check?.cancel()
+        check = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        progressed = true
+        context.fireChannelRead(data)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        progressed = true
+        context.fireChannelWritabilityChanged()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        progressed = true
+        context.write(data, promise: promise)
+    }
+
+    private func schedule(_ context: ChannelHandlerContext) {
+        check = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
+            guard context.channel.isActive else { return }
+            if progressed {
+                progressed = false
+                schedule(context)
+                return
+            }
             logger.debug("closing a connection that made no progress", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
             context.close(promise: nil)
-            return
         }
-        context.fireUserInboundEventTriggered(event)
     }
 }
