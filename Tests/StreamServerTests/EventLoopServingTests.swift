@@ -159,7 +159,8 @@ import Testing
 
     @Test func cachedChunkOverTLSIsAnsweredOnTheEventLoop() async throws {
         let catalogue = try TestCatalogue()
-        let (cert, key) = try await makeTestCertificate(in: catalogue.base)
+        let certificate = try await TestCertificate.make(in: catalogue.base)
+        let (cert, key) = (certificate.certificate, certificate.key)
         let server = try await RunningServer.start(catalogue: catalogue) { options in
             options.tlsCertificate = cert
             options.tlsKey = key

@@ -16,19 +16,6 @@ func request(_ server: RunningServer, _ method: HTTPMethod = .GET, _ target: Str
 
 
 
-/// A self-signed P-256 certificate for 127.0.0.1 made by openssl in `directory`: (certificate, key) paths.
-func makeTestCertificate(in directory: String) async throws -> (certificate: String, key: String) {
-    let cert = directory + "/cert.pem", key = directory + "/key.pem"
-    let openssl = Process()
-    openssl.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-    openssl.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert]
-    openssl.standardError = FileHandle.nullDevice
-    try openssl.run()
-    try await offPool { openssl.waitUntilExit() }
-    try #require(openssl.terminationStatus == 0, "openssl could not make a test certificate")
-    return (cert, key)
-}
 
 /// Runs curl (used for HTTP/2: h2c with prior knowledge and h2 over TLS) and returns its output.
 func curl(_ arguments: [String]) async throws -> (status: Int32, output: String) {

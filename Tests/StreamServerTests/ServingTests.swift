@@ -107,7 +107,8 @@ import Testing
     /// Over TLS, ALPN picks h2 for HTTP/2 clients and HTTP/1.1 for the rest.
     @Test func tlsNegotiatesH2ByALPN() async throws {
         let catalogue = try TestCatalogue()
-        let (cert, key) = try await makeTestCertificate(in: catalogue.base)
+        let certificate = try await TestCertificate.make(in: catalogue.base)
+        let (cert, key) = (certificate.certificate, certificate.key)
         let server = try await RunningServer.start(catalogue: catalogue) { options in
             options.tlsCertificate = cert
             options.tlsKey = key
