@@ -129,7 +129,8 @@ public struct Manifest: Codable, Sendable, Equatable {
             guard artifact.size > 0 else {
                 throw CatalogError.malformed(file: file, problem: "artifact \(artifact.role.rawValue) has size \(artifact.size)")
             }
-            let expectedChunks = (artifact.size + chunkSize - 1) / chunkSize
+            // Rounded up without `size + chunkSize - 1`, which overflows for a hostile size near Int.max.
+            let expectedChunks = artifact.size / chunkSize + (artifact.size % chunkSize == 0 ? 0 : 1)
             guard artifact.chunks.count == expectedChunks else {
                 throw CatalogError.malformed(file: file, problem: "artifact \(artifact.role.rawValue) of \(artifact.size) bytes needs \(expectedChunks) chunks, lists \(artifact.chunks.count)")
             }

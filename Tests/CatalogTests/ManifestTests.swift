@@ -62,6 +62,17 @@ import Testing
         #expect(decoded.artifacts.map(\.role) == [.kernel, .initrd])
     }
 
+    /// A hostile size near Int.max must be refused as a count mismatch, not trap on overflow while
+    /// the chunk count is rounded up.
+    @Test func anArtifactSizeNearIntMaxIsRefusedWithoutOverflow() throws {
+        var hostile = Self.sample()
+        hostile.artifacts[0].size = Int.max
+        let expected = Int.max / 65536 + 1
+        #expect(throws: CatalogError.malformed(file: "m", problem: "artifact disk of \(Int.max) bytes needs \(expected) chunks, lists 3")) {
+            try Manifest.decode(try hostile.encoded(), expected: nil, file: "m")
+        }
+    }
+
     @Test func aManifestWithoutArtifactsIsRefusedSayingSo() throws {
         var empty = Self.sample()
         empty.artifacts = []
