@@ -3,7 +3,8 @@ import Foundation
 import Hypervisor
 import StreamClient
 
-/// Presents a `LazyImage` as a virtio-blk backend. The device calls in on a vCPU thread and expects a
+/// Presents a `LazyImage` as a read-only virtio-blk backend (the boot session layers a
+/// `CopyOnWriteOverlay` over it for the guest's writes). The device calls in on a vCPU thread and expects a
 /// synchronous answer, so each request runs the image's async read or write as a task and the vCPU
 /// waits for it: that wait is the guest's stall on a demand miss. A failed read is retried until the
 /// read deadline passes (a link that drops mid-boot stalls the guest instead of failing its I/O);
@@ -20,7 +21,7 @@ public final class LazyBlockBackend: BlockBackend, @unchecked Sendable {
     }
 
     public var size: UInt64 { UInt64(image.size) }
-    public var isReadOnly: Bool { image.overlay == nil }
+    public var isReadOnly: Bool { true }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
         let image = self.image
@@ -30,13 +31,10 @@ public final class LazyBlockBackend: BlockBackend, @unchecked Sendable {
     }
 
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
-        let image = self.image
-        let bytes = Array(buffer)
-        // A write may need the published bytes of a partial block, which can also miss.
-        try retryingUntilDeadline { try await image.write(offset: Int(offset), bytes: bytes) }
+        throw HypervisorError.ioFailed("write to the published image of \(image.manifest.config.name), which is read-only")
     }
 
-    public func flush() throws { try image.flush() }
+    public func flush() throws {}
 
     /// Retries until the deadline (see `BlockingFetch`); past it, `onGiveUp` hears the error first.
     private func retryingUntilDeadline<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {

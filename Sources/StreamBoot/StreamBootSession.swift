@@ -167,9 +167,11 @@ public final class StreamBootSession: @unchecked Sendable {
                 overlay = NSTemporaryDirectory() + "streamvm-overlay-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
                 temporaryOverlay = overlay
             }
-            let disk = try await LazyImage.open(manifest: manifest, role: .disk, loader: loader, overlayPath: overlay, traceSink: recorder)
+            let disk = try await LazyImage.open(manifest: manifest, role: .disk, loader: loader, traceSink: recorder)
             targets[.disk] = disk
-            disks.append(LazyBlockBackend(image: disk, readDeadlineSeconds: options.readDeadlineSeconds) { error in failure.set(error) })
+            let published = LazyBlockBackend(image: disk, readDeadlineSeconds: options.readDeadlineSeconds) { error in failure.set(error) }
+            disks.append(try CopyOnWriteOverlay(base: published, overlayPath: overlay, baseIdentity: "sha256:\(disk.artifact.digest)",
+                                             removeOnClose: temporaryOverlay != nil))
         }
         // Memory pages stream and prefetch like disk chunks.
         if let snapshot { targets[.memory] = snapshot.memory }

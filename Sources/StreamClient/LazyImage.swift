@@ -3,14 +3,14 @@ import Foundation
 
 /// A block-device-like view of one artifact of an appliance (its disk, memory snapshot, kernel…)
 /// whose bytes arrive on demand. `read` returns verified, decompressed bytes: zero chunks cost
-/// nothing, cached chunks one `pread`, missing chunks a fetch at demand priority. Guest writes go to
-/// a `CopyOnWriteOverlay`; the published image is never modified. Every chunk's first access is
-/// reported to the trace sink.
+/// nothing, cached chunks one `pread`, missing chunks a fetch at demand priority. The image is
+/// read-only: a guest's writes go to the Hypervisor's `CopyOnWriteOverlay`, which StreamBoot layers
+/// over it, so the published image is never modified. Every chunk's first access is reported to the
+/// trace sink.
 public final class LazyImage: @unchecked Sendable {
     public let manifest: Manifest
     public let artifact: Artifact
     public let loader: ChunkLoader
-    public let overlay: CopyOnWriteOverlay?
     public var size: Int { artifact.size }
     public var chunkSize: Int { manifest.chunkSize }
 
@@ -23,34 +23,31 @@ public final class LazyImage: @unchecked Sendable {
 
     /// Opens `role` of `manifest`. Fetches the manifest's dictionaries, and pins the artifact's chunks
     /// in the cache so that eviction never removes the running appliance's working set.
-    public static func open(manifest: Manifest, role: ArtifactRole, loader: ChunkLoader, overlayPath: String? = nil,
+    public static func open(manifest: Manifest, role: ArtifactRole, loader: ChunkLoader,
                             traceSink: (any AccessTraceSink)? = nil) async throws -> LazyImage {
         guard let artifact = manifest.artifact(role) else { throw ClientError.noArtifact(role.rawValue) }
         let dictionaries = try await loader.client.loadDictionaries(for: manifest)
-        let overlay = try overlayPath.map { try CopyOnWriteOverlay(path: $0, artifactDigest: artifact.digest, size: artifact.size) }
         var pin: CachePin?
         if let cache = loader.cache {
             pin = try cache.pin(owner: "\(manifest.config.name)-\(role.rawValue)")
             try pin?.add(artifact.chunks.compactMap { $0?.id })
         }
         return LazyImage(manifest: manifest, artifact: artifact, loader: loader, dictionaries: dictionaries,
-                         overlay: overlay, traceSink: traceSink, pin: pin)
+                         traceSink: traceSink, pin: pin)
     }
 
     init(manifest: Manifest, artifact: Artifact, loader: ChunkLoader, dictionaries: [ZstdDictionary],
-         overlay: CopyOnWriteOverlay?, traceSink: (any AccessTraceSink)?, pin: CachePin?) {
+         traceSink: (any AccessTraceSink)?, pin: CachePin?) {
         self.manifest = manifest
         self.artifact = artifact
         self.loader = loader
         self.dictionaries = dictionaries
-        self.overlay = overlay
         self.traceSink = traceSink
         self.pin = pin
         touched = [UInt64](repeating: 0, count: (artifact.chunks.count + 63) / 64)
     }
 
     deinit {
-        try? overlay?.flush()
         pin?.release()
     }
 
@@ -81,7 +78,6 @@ public final class LazyImage: @unchecked Sendable {
                 }
             }
         }
-        try overlay?.apply(to: &output, range: range)
         return output
     }
 
@@ -91,10 +87,6 @@ public final class LazyImage: @unchecked Sendable {
         let local = (range.lowerBound - chunkStart)..<(range.upperBound - chunkStart)
         guard let ref = artifact.chunks[index] else {
             noteAccess(index, chunk: nil, offset: range.lowerBound, source: .zero, stall: 0)
-            return nil
-        }
-        if let overlay, overlay.covers(range) {
-            noteAccess(index, chunk: ref.id, offset: range.lowerBound, source: .overlay, stall: 0)
             return nil
         }
         let length = manifest.chunkLength(artifact, index: index)
@@ -120,30 +112,6 @@ public final class LazyImage: @unchecked Sendable {
         traceSink.record(FirstAccess(role: artifact.role, chunkIndex: index, chunk: chunk, offset: offset,
                                      seconds: monotonicSeconds() - openedAt, source: source, stallSeconds: stall))
     }
-
-    /// Writes guest data to the overlay (an image opened without one is read-only).
-    public func write(offset: Int, bytes: [UInt8]) async throws {
-        guard let overlay else { throw ClientError.overlayMismatch(path: "(none)", problem: "image was opened read-only") }
-        guard offset >= 0, offset <= size, bytes.count <= size - offset else {
-            throw ClientError.outOfRange(offset: offset, length: bytes.count, size: size)
-        }
-        var base: [Int: [UInt8]] = [:]
-        for block in overlay.blocksNeedingBase(offset: offset, count: bytes.count) {
-            let start = block * CopyOnWriteOverlay.blockSize
-            let length = min(CopyOnWriteOverlay.blockSize, size - start)
-            base[block] = try await readPublished(offset: start, length: length)
-        }
-        try overlay.write(bytes, at: offset, baseBlocks: base)
-    }
-
-    /// Published bytes without the overlay (the base of a partial-block write).
-    private func readPublished(offset: Int, length: Int) async throws -> [UInt8] {
-        let index = offset / chunkSize
-        return try await baseSlice(chunk: index, range: offset..<(offset + length)) ?? [UInt8](repeating: 0, count: length)
-    }
-
-    /// Makes guest writes durable (see `CopyOnWriteOverlay` for the policy).
-    public func flush() throws { try overlay?.flush() }
 
     // MARK: prefetch hooks
 

@@ -19,7 +19,6 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
     case invalidOption(String)
     case uploadFailed(object: String, status: Int, message: String)
     case connectionFailed(url: String, problem: String)
-    case benchmarkFailed(String)
     case noTraces(appliance: String)
 
     public var description: String {
@@ -44,7 +43,6 @@ public enum ServerError: Error, CustomStringConvertible, Sendable {
         case .invalidOption(let problem): return problem
         case .uploadFailed(let object, let status, let message): return "upload of \(object) failed with HTTP \(status): \(message)"
         case .connectionFailed(let url, let problem): return "\(url): \(problem)"
-        case .benchmarkFailed(let problem): return "benchmark failed: \(problem)"
         case .noTraces(let appliance):
             return "no usable traces of \(appliance) for its current version; boot it with --upload-trace first"
         }

@@ -2,7 +2,6 @@ import Benchmarks
 import ArgumentParser
 import Foundation
 import Logging
-import StreamServer
 
 struct BenchServeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -25,7 +25,7 @@ struct BootCommand: AsyncParsableCommand {
     @Flag(help: "Stream the whole image in the background, not just the working set.")
     var complete = false
 
-    @Option(help: "Copy-on-write file for guest disk writes (default: a temporary file removed afterwards).")
+    @Option(help: "Copy-on-write file for guest disk writes, block map in <file>.map (default: a temporary file removed afterwards).")
     var diskOverlay: String?
 
     @Option(help: "Stop the guest after this many seconds.")

@@ -42,7 +42,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Number of vCPUs (default: the appliance's vcpus).")
     var vcpus: Int?
 
-    @Option(help: "Copy-on-write overlay file for disk.img; the appliance's disk is then never modified.")
+    @Option(help: "Copy-on-write overlay file for disk.img (its block map is <file>.map); the appliance's disk is then never modified.")
     var diskOverlay: String?
 
     @Option(help: "Stop the guest after this many seconds.")

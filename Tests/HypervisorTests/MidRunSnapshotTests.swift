@@ -81,6 +81,15 @@ struct MidRunSnapshotTests {
         }
         let withoutDisk = MachineConfiguration(memorySize: 64 << 20, image: .flat([]), restore: try RestorePlan.load(directory: snapshotDirectory))
         #expect { _ = try Machine(configuration: withoutDisk, logger: Logger(label: "test")) } throws: { "\($0)".contains("1 disks, this machine has 0") }
+
+        // The overlay the snapshot refers to, reopened over the same base, restores with the writes in it.
+        let reopened = try CopyOnWriteOverlay(base: try RawFileBackend(path: basePath, readOnly: true), overlayPath: overlayPath)
+        let restoring = MachineConfiguration(memorySize: 64 << 20, image: .flat([]), disks: [reopened],
+                                             restore: try RestorePlan.load(directory: snapshotDirectory))
+        _ = try Machine(configuration: restoring, logger: Logger(label: "test"))
+        var sector = [UInt8](repeating: 0, count: 512)
+        try sector.withUnsafeMutableBytes { try reopened.read(at: 4096, into: $0) }
+        #expect(sector == [UInt8](repeating: 0x77, count: 512))
     }
 
     /// A request the guest had made available and notified (through the ioeventfd) but the device had

@@ -39,13 +39,12 @@ struct ClientHarness {
     func shutdown() { fetcher.shutdown() }
 
     /// Opens the fixture's disk through the full stack.
-    func openDisk(_ fixture: FixtureCatalog, overlayPath: String? = nil,
+    func openDisk(_ fixture: FixtureCatalog,
                   traceSink: (any AccessTraceSink)? = nil) async throws -> LazyImage {
         let (catalog, _) = try await client.loadCatalog()
         let resolved = try catalog.index.resolve(fixture.name)
         let (manifest, _) = try await client.loadManifest(resolved.entry.manifest)
-        return try await LazyImage.open(manifest: manifest, role: .disk, loader: loader, overlayPath: overlayPath,
-                                        traceSink: traceSink)
+        return try await LazyImage.open(manifest: manifest, role: .disk, loader: loader, traceSink: traceSink)
     }
 }
 

@@ -7,14 +7,43 @@
 # Writes to /lab/out: stream-<profile>.{json,svg,log}, stream-<profile>-dilated.{json,svg,log},
 # cpu-probe-lab-{1,2}.txt, dilation.txt, kvm-shutdown-trace.txt (KVM shutdown exits, see below).
 #
-# Usage: stream-bench.sh <appliance dir> <profile> <host CPU seconds of cpu-probe> <auto|off|N>
-#                        <seconds per boot> <training runs: 1 or 3> <source label> [dilated-only]
-#                        [install-ahead] [think seconds] [more bench stream arguments]
-# dilated-only (with a numeric dilation): skip the undilated run; install-ahead: pass
-# --install-ahead to bench stream (resumes install prefetched memory ahead of the guest); think
-# seconds: bench stream --think (the appliance session's think time; empty: the appliance's own).
+# Usage: stream-bench.sh --appliance DIR --profile P --host-cpu S --dilation auto|off|N
+#                        --boot-timeout S --training 1|3 --source LABEL [--dilated-only]
+#                        [--install-ahead] [--think S] [--bench-args "ARGS"]
+#   --host-cpu S      the host's median CPU seconds for cpu-probe.sh (the reference for N)
+#   --training 1|3    training runs before the evaluated ones (1: bench stream --quick)
+#   --source LABEL    bench stream --source (where the figures come from)
+#   --dilated-only    with a numeric --dilation: skip the undilated run
+#   --install-ahead   bench stream --install-ahead (resumes install prefetched memory ahead of the guest)
+#   --think S         bench stream --think (the appliance session's think time; default: the appliance's)
+#   --bench-args ARGS more bench stream arguments for every run
 set -u
-appliance=$1 profile=$2 host_cpu=$3 dilation=$4 boot_timeout=$5 training=$6 source=$7 only=${8:-} ahead=${9:-} think=${10:-} bench_args=${11:-}
+appliance='' profile='' host_cpu='' dilation='' boot_timeout='' training='' source='' only='' ahead='' think='' bench_args=''
+usage() { echo "STREAM-BENCH FAILED: $1 (see the usage in stream-bench.sh)"; exit 2; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --appliance|--profile|--host-cpu|--dilation|--boot-timeout|--training|--source|--think|--bench-args)
+            [ $# -ge 2 ] || usage "$1 needs a value"
+            case $1 in
+                --appliance) appliance=$2 ;;
+                --profile) profile=$2 ;;
+                --host-cpu) host_cpu=$2 ;;
+                --dilation) dilation=$2 ;;
+                --boot-timeout) boot_timeout=$2 ;;
+                --training) training=$2 ;;
+                --source) source=$2 ;;
+                --think) think=$2 ;;
+                --bench-args) bench_args=$2 ;;
+            esac
+            shift 2 ;;
+        --dilated-only) only=dilated-only; shift ;;
+        --install-ahead) ahead=install-ahead; shift ;;
+        *) usage "unknown argument '$1'" ;;
+    esac
+done
+for required in appliance profile host_cpu dilation boot_timeout training source; do
+    eval "[ -n \"\$$required\" ]" || usage "--$(echo "$required" | tr _ -) is required"
+done
 out=/lab/out
 mkdir -p "$out"
 # Server, proxy and client talk over 127.0.0.1: the lab's init leaves the loopback interface down.

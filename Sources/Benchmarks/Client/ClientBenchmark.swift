@@ -325,22 +325,13 @@ enum CurlBaseline {
         defer { unlink(configPath) }
         let config = urls.map { "url = \"\($0)\"\noutput = \"/dev/null\"\n" }.joined()
         try AtomicFile.write(Data(config.utf8), to: configPath)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
         var arguments = ["--silent", "--show-error", "--no-progress-meter", "--fail", "--parallel", "--parallel-max", "100", "--config", configPath]
         arguments += tls ? ["--http2"] + (caFile.map { ["--cacert", $0] } ?? []) : ["--http2-prior-knowledge"]
-        process.arguments = arguments
-        process.standardOutput = FileHandle.nullDevice
-        let errorPath = "\(workDirectory)/curl-stderr-\(getpid()).txt"
-        defer { unlink(errorPath) }
-        FileManager.default.createFile(atPath: errorPath, contents: nil)
-        process.standardError = FileHandle(forWritingAtPath: errorPath)
         let start = monotonicSeconds()
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            let message = (try? String(contentsOfFile: errorPath, encoding: .utf8))?.split(separator: "\n").last { $0.hasPrefix("curl:") }.map(String.init) ?? ""
-            throw ClientError.benchmark("curl baseline exited with \(process.terminationStatus): \(message)")
+        let (status, output) = try SpawnedProcess.run("/usr/bin/curl", arguments: arguments)
+        guard status == 0 else {
+            let message = output.split(separator: "\n").last { $0.hasPrefix("curl:") }.map(String.init) ?? ""
+            throw ClientError.benchmark("curl baseline exited with \(status): \(message)")
         }
         return monotonicSeconds() - start
     }

@@ -16,16 +16,12 @@ public enum SelfSignedCertificate {
         }
         try AtomicFile.makeDirectories(directory)
         let files = NginxProcess.TLSFiles(certificate: "\(directory)/cert.pem", key: "\(directory)/key.pem")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: openssl)
-        process.arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-                             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                             "-keyout", files.key, "-out", files.certificate]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw ClientError.benchmark("openssl req exited with \(process.terminationStatus)") }
+        _ = try SpawnedProcess.runChecked(openssl, arguments: [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", files.key, "-out", files.certificate,
+        ])
+        // nginx workers (not root when nginx does not start as root) read the key too.
+        chmod(files.key, 0o644)
         return files
     }
 }

@@ -175,16 +175,9 @@ public struct UffdBenchmark: Sendable {
         return try JSONDecoder().decode(Latency.self, from: Data(output.utf8))
     }
 
+    /// Runs a program to completion; its standard output (standard error is dropped: the output is JSON).
     static func execute(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try SpawnedProcess.run(path, arguments: arguments, separateErrors: true)
     }
 
     private func restoreFigures() throws -> [RestoreFigures] {

@@ -13,6 +13,8 @@ public enum HypervisorError: Error, CustomStringConvertible, Sendable, Equatable
     case ioFailed(String)
     /// A snapshot (vmstate.json / memory.img) that is damaged, truncated, or from another format version.
     case invalidSnapshot(String)
+    /// A copy-on-write overlay's files that are damaged, truncated, or belong to another disk.
+    case invalidOverlay(path: String, problem: String)
     /// A lifecycle request the machine's current state does not allow (pause while not running,
     /// snapshot while running, ...).
     case invalidState(String)
@@ -37,6 +39,8 @@ public enum HypervisorError: Error, CustomStringConvertible, Sendable, Equatable
             return "I/O failed: \(problem)"
         case let .invalidSnapshot(problem):
             return "unusable snapshot: \(problem)"
+        case let .invalidOverlay(path, problem):
+            return "unusable disk overlay \(path): \(problem)"
         case let .invalidState(problem):
             return "not possible now: \(problem)"
         }

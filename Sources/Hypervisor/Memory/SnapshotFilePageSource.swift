@@ -38,14 +38,12 @@ public final class SnapshotFilePageSource: PageSource, @unchecked Sendable {
         guard index >= 0, index < pageCount, buffer.count >= pageSize else { throw PageSourceError(page: index, problem: "outside memory.img") }
         let expected = image.digest(ofPage: index)
         if expected == 0 { return .zero }
-        var done = 0
-        while done < pageSize {
-            let result = pread(fd, buffer.baseAddress! + done, pageSize - done, off_t(index * pageSize + done))
-            if result < 0, errno == EINTR { continue }
-            guard result >= 0 else { throw PageSourceError(page: index, problem: "cannot read \(path): \(String(cString: strerror(errno)))") }
-            guard result > 0 else { throw PageSourceError(page: index, problem: "\(path) ends early (truncated)") }
-            done += result
+        let page = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<pageSize])
+        let count: Int
+        do { count = try PositionalIO.read(fd, into: page, at: UInt64(index * pageSize), path: path) } catch {
+            throw PageSourceError(page: index, problem: "cannot read \(path): \(error)")
         }
+        guard count == pageSize else { throw PageSourceError(page: index, problem: "\(path) ends early (truncated)") }
         let actual = PageDigest.digest(UnsafeRawBufferPointer(rebasing: buffer[0..<pageSize]))
         guard actual == expected else {
             throw PageSourceError(page: index, problem: "\(path) is damaged: page digest 0x\(String(actual, radix: 16)), snapshot says 0x\(String(expected, radix: 16))")

@@ -51,30 +51,3 @@ extension Machine {
         return snapshot
     }
 }
-
-/// Temp file, fsync, rename: a reader sees the old file or the whole new one.
-enum AtomicFile {
-    static func write(_ data: Data, to path: String) throws {
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw HypervisorError.ioFailed("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var ok = false
-        defer {
-            close(fd)
-            if !ok { unlink(temporary) }
-        }
-        try data.withUnsafeBytes { bytes in
-            var written = 0
-            while written < bytes.count {
-                let result = Glibc.write(fd, bytes.baseAddress! + written, bytes.count - written)
-                if result < 0, errno == EINTR { continue }
-                guard result > 0 else { throw HypervisorError.ioFailed("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-                written += result
-            }
-        }
-        guard fsync(fd) == 0, rename(temporary, path) == 0 else {
-            throw HypervisorError.ioFailed("cannot save \(path): \(String(cString: strerror(errno)))")
-        }
-        ok = true
-    }
-}

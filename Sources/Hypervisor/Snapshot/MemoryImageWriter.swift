@@ -17,52 +17,37 @@ enum MemoryImageWriter {
         let pageCount = memory.size / pageSize
         var digests = [UInt64](repeating: 0, count: pageCount)
         var dataPages = 0
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw HypervisorError.ioFailed("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var renamed = false
-        defer {
-            close(fd)
-            if !renamed { unlink(temporary) }
-        }
-        guard ftruncate(fd, off_t(memory.size)) == 0 else { throw HypervisorError.ioFailed("cannot size \(temporary): \(String(cString: strerror(errno)))") }
-        let base = memory.regions[0].host - memory.regions[0].fileOffset
-        func save(page: Int) throws {
-            let bytes = UnsafeRawBufferPointer(start: base + page * pageSize, count: pageSize)
-            let digest = PageDigest.digest(bytes)
-            guard digest != 0 else { return }
-            digests[page] = digest
-            dataPages += 1
-            var written = 0
-            while written < pageSize {
-                let result = pwrite(fd, bytes.baseAddress! + written, pageSize - written, off_t(page * pageSize + written))
-                if result < 0, errno == EINTR { continue }
-                guard result > 0 else { throw HypervisorError.ioFailed("cannot write \(temporary): \(String(cString: strerror(errno)))") }
-                written += result
+        try AtomicFile.write(to: path) { fd, temporary in
+            guard ftruncate(fd, off_t(memory.size)) == 0 else { throw HypervisorError.ioFailed("cannot size \(temporary): \(String(cString: strerror(errno)))") }
+            let base = memory.regions[0].host - memory.regions[0].fileOffset
+            func save(page: Int) throws {
+                let bytes = UnsafeRawBufferPointer(start: base + page * pageSize, count: pageSize)
+                let digest = PageDigest.digest(bytes)
+                guard digest != 0 else { return }
+                digests[page] = digest
+                dataPages += 1
+                try PositionalIO.write(fd, from: bytes, at: UInt64(page * pageSize), path: temporary)
             }
-        }
-        if let memfd = memory.fileDescriptor {
-            var offset = 0
-            while offset < memory.size {
-                // Next allocated range of the memfd; ENXIO means only holes remain.
-                let dataStart = lseek(memfd, off_t(offset), Self.seekData)
-                if dataStart < 0 { break }
-                let holeStart = min(Int(lseek(memfd, dataStart, Self.seekHole)), memory.size)
-                var page = Int(dataStart) / pageSize
-                while page * pageSize < holeStart {
-                    try save(page: page)
-                    page += 1
+            if let memfd = memory.fileDescriptor {
+                var offset = 0
+                while offset < memory.size {
+                    // Next allocated range of the memfd; ENXIO means only holes remain.
+                    let dataStart = lseek(memfd, off_t(offset), Self.seekData)
+                    if dataStart < 0 { break }
+                    let holeStart = min(Int(lseek(memfd, dataStart, Self.seekHole)), memory.size)
+                    var page = Int(dataStart) / pageSize
+                    while page * pageSize < holeStart {
+                        try save(page: page)
+                        page += 1
+                    }
+                    offset = max(holeStart, page * pageSize)
                 }
-                offset = max(holeStart, page * pageSize)
+            } else {
+                // Anonymous memory has no SEEK_DATA: read every page (an untouched one reads the shared
+                // zero page, allocating nothing).
+                for page in 0..<pageCount { try save(page: page) }
             }
-        } else {
-            // Anonymous memory has no SEEK_DATA: read every page (an untouched one reads the shared
-            // zero page, allocating nothing).
-            for page in 0..<pageCount { try save(page: page) }
         }
-        guard fsync(fd) == 0 else { throw HypervisorError.ioFailed("cannot flush \(temporary): \(String(cString: strerror(errno)))") }
-        guard rename(temporary, path) == 0 else { throw HypervisorError.ioFailed("cannot rename \(temporary) to \(path): \(String(cString: strerror(errno)))") }
-        renamed = true
         var littleEndian = Data(capacity: pageCount * 8)
         for digest in digests { withUnsafeBytes(of: digest.littleEndian) { littleEndian.append(contentsOf: $0) } }
         return MachineSnapshot.MemoryImage(size: memory.size, pageSize: pageSize, dataPages: dataPages, pageDigests: littleEndian)

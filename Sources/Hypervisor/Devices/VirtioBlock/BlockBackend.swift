@@ -46,132 +46,18 @@ public final class RawFileBackend: BlockBackend {
     deinit { close(fd) }
 
     public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        var done = 0
-        while done < buffer.count {
-            let count = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if count < 0, errno == EINTR { continue }
-            guard count >= 0 else { throw HypervisorError.system(call: "pread", errno: errno) }
-            if count == 0 { // past end of file: reads as zeros
-                (buffer.baseAddress! + done).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - done)
-                return
-            }
-            done += count
-        }
+        let count = try PositionalIO.read(fd, into: buffer, at: offset, path: path)
+        // Past the end of the file reads as zeros.
+        if count < buffer.count { (buffer.baseAddress! + count).initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count - count) }
     }
 
     public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
         guard !isReadOnly else { throw HypervisorError.ioFailed("write to a read-only disk") }
-        var done = 0
-        while done < buffer.count {
-            let count = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if count < 0, errno == EINTR { continue }
-            guard count > 0 else { throw HypervisorError.system(call: "pwrite", errno: errno) }
-            done += count
-        }
+        try PositionalIO.write(fd, from: buffer, at: offset, path: path)
     }
 
     public func flush() throws {
         guard !isReadOnly else { return }
         guard fdatasync(fd) == 0 else { throw HypervisorError.system(call: "fdatasync", errno: errno) }
-    }
-}
-
-/// Copy-on-write over a read-only base: writes go to a sparse overlay file, reads come from the
-/// overlay for blocks written before and from the base otherwise. Which blocks the overlay holds is
-/// a bitmap kept beside it (`<overlay>.map`), saved on flush, so an overlay survives restarts and the
-/// base (a shared, content-addressed image) is never modified.
-public final class CopyOnWriteOverlay: BlockBackend {
-    /// Copy-on-write granularity: a partial write first copies the rest of its block from the base.
-    public static let blockSize: UInt64 = 4096
-
-    public let base: any BlockBackend
-    public var size: UInt64 { base.size }
-    public let isReadOnly = false
-    private let overlay: RawFileBackend
-    private let mapPath: String
-
-    public var snapshotReference: BlockBackendReference {
-        BlockBackendReference(kind: "copy-on-write", path: base.snapshotReference.path, overlayPath: overlay.path)
-    }
-    private let present: Locked<[UInt64]>
-
-    public init(base: any BlockBackend, overlayPath: String) throws {
-        self.base = base
-        let fd = open(overlayPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw HypervisorError.system(call: "open(\(overlayPath))", errno: errno) }
-        let resized = ftruncate(fd, off_t(base.size)) == 0
-        let error = errno
-        close(fd)
-        guard resized else { throw HypervisorError.system(call: "ftruncate(\(overlayPath))", errno: error) }
-        overlay = try RawFileBackend(path: overlayPath, readOnly: false)
-        mapPath = overlayPath + ".map"
-        let words = Int((base.size + Self.blockSize * 64 - 1) / (Self.blockSize * 64))
-        var bitmap = [UInt64](repeating: 0, count: words)
-        if let saved = try? RawFileBackend(path: mapPath, readOnly: true), saved.size == UInt64(words * 8) {
-            try bitmap.withUnsafeMutableBytes { try saved.read(at: 0, into: $0) }
-        }
-        present = Locked(bitmap)
-    }
-
-    deinit { try? saveMap() }
-
-    func isPresent(_ block: UInt64) -> Bool {
-        present.withLock { $0[Int(block / 64)] & (1 << (block % 64)) != 0 }
-    }
-
-    public func read(at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws {
-        var position = 0
-        while position < buffer.count {
-            let absolute = offset + UInt64(position)
-            let block = absolute / Self.blockSize
-            let inBlock = min(Int(Self.blockSize - absolute % Self.blockSize), buffer.count - position)
-            let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[position..<(position + inBlock)])
-            try (isPresent(block) ? overlay : base).read(at: absolute, into: piece)
-            position += inBlock
-        }
-    }
-
-    public func write(at offset: UInt64, from buffer: UnsafeRawBufferPointer) throws {
-        var position = 0
-        while position < buffer.count {
-            let absolute = offset + UInt64(position)
-            let block = absolute / Self.blockSize
-            let inBlock = min(Int(Self.blockSize - absolute % Self.blockSize), buffer.count - position)
-            if !isPresent(block), inBlock < Int(Self.blockSize) {
-                // Partial write to a block still in the base: copy the block up first.
-                let start = block * Self.blockSize
-                let length = Int(min(Self.blockSize, size - start))
-                var copy = [UInt8](repeating: 0, count: length)
-                try copy.withUnsafeMutableBytes { try base.read(at: start, into: $0) }
-                try copy.withUnsafeBytes { try overlay.write(at: start, from: $0) }
-            }
-            try overlay.write(at: absolute, from: UnsafeRawBufferPointer(rebasing: buffer[position..<(position + inBlock)]))
-            present.withLock { $0[Int(block / 64)] |= 1 << (block % 64) }
-            position += inBlock
-        }
-    }
-
-    public func flush() throws {
-        try overlay.flush()
-        try saveMap()
-    }
-
-    /// Writes the bitmap to a temporary file, syncs it, and renames it over the old one.
-    func saveMap() throws {
-        let temporary = mapPath + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw HypervisorError.system(call: "open(\(temporary))", errno: errno) }
-        defer { close(fd) }
-        let bitmap = present.withLock { $0 }
-        try bitmap.withUnsafeBytes { bytes in
-            var done = 0
-            while done < bytes.count {
-                let count = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-                if count < 0, errno == EINTR { continue }
-                guard count > 0 else { throw HypervisorError.system(call: "write(\(temporary))", errno: errno) }
-                done += count
-            }
-        }
-        guard fsync(fd) == 0, rename(temporary, mapPath) == 0 else { throw HypervisorError.system(call: "rename(\(mapPath))", errno: errno) }
     }
 }

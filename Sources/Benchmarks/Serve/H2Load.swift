@@ -1,4 +1,5 @@
 import Foundation
+import StreamClient
 
 /// Runs Debian's `h2load` (nghttp2-client) and reads its results: throughput from its summary, and
 /// latency percentiles from its per-request log (`--log-file`: start µs, status, duration µs).
@@ -45,19 +46,18 @@ public struct H2Load: Sendable {
             "-i", urlFile, "-n", String(load.requests), "-c", String(load.clients),
             "-m", String(load.streamsPerClient), "-t", String(load.threads), "--log-file=\(logFile)",
         ]
-        let output = try cpus.map { try ChildProcess.runToCompletion(ChildProcess.taskset, arguments: ["-c", $0, executable] + arguments) }
-            ?? ChildProcess.runToCompletion(executable, arguments: arguments)
+        let output = try SpawnedProcess.runChecked(executable, arguments: arguments, cpus: cpus)
         return try Self.parse(summary: output, log: String(contentsOfFile: logFile, encoding: .utf8))
     }
 
     /// Reads "finished in 2.01s, 49751.24 req/s, 2.23GB/s" and "requests: … N succeeded, M failed".
     static func parse(summary: String, log: String) throws -> Result {
         guard let finished = summary.split(separator: "\n").first(where: { $0.hasPrefix("finished in") }) else {
-            throw ServerError.benchmarkFailed("h2load printed no summary:\n\(summary.suffix(2000))")
+            throw ClientError.benchmark("h2load printed no summary:\n\(summary.suffix(2000))")
         }
         let fields = finished.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         guard fields.count >= 3, let rate = Double(fields[1].replacingOccurrences(of: " req/s", with: "")) else {
-            throw ServerError.benchmarkFailed("cannot read h2load summary '\(finished)'")
+            throw ClientError.benchmark("cannot read h2load summary '\(finished)'")
         }
         let megabytes = try parseRate(fields[2])
         func count(_ word: String) -> Int {
@@ -88,6 +88,6 @@ public struct H2Load: Sendable {
         for (suffix, scale) in units where text.hasSuffix(suffix) {
             if let value = Double(text.dropLast(suffix.count)) { return value * scale }
         }
-        throw ServerError.benchmarkFailed("cannot read h2load rate '\(text)'")
+        throw ClientError.benchmark("cannot read h2load rate '\(text)'")
     }
 }

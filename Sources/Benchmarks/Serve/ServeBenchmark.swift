@@ -1,6 +1,7 @@
 import Catalog
 import Foundation
 import Logging
+import StreamClient
 
 /// `streamvm bench serve`: 64 KiB chunks over h2c (or h2 over TLS) on loopback, `streamvm serve` and
 /// nginx serving the same catalogue directory, loaded by h2load in the same run, rounds alternating
@@ -14,7 +15,8 @@ public struct ServeBenchmark: Sendable {
         public var load = H2Load.Load(requests: 100_000, clients: 4, streamsPerClient: 16, threads: 1)
         public var rounds = 3
         public var serverExecutable: String
-        public var nginxExecutable = NginxReference.defaultExecutable
+        /// The nginx found on this host (recorded in the report; `NginxProcess` starts it).
+        public var nginxExecutable = NginxProcess.executable ?? "/usr/sbin/nginx"
         public var h2loadExecutable = "/usr/bin/h2load"
         /// Kept (not deleted) when set, for inspecting logs.
         public var workDirectory: String?
@@ -24,7 +26,6 @@ public struct ServeBenchmark: Sendable {
         public var serverCPUs: String?
         /// taskset CPU list h2load is pinned to; nil: not pinned.
         public var clientCPUs: String?
-        public var opensslExecutable = "/usr/bin/openssl"
 
         public init(serverExecutable: String) { self.serverExecutable = serverExecutable }
 
@@ -80,25 +81,26 @@ public struct ServeBenchmark: Sendable {
         progress("making \(settings.chunkCount) chunks of \(settings.chunkSize / 1024) KiB")
         let (objects, storedBytes) = try SyntheticChunks.makeCatalogue(in: directory, count: settings.chunkCount, size: settings.chunkSize)
 
-        let tls = try settings.tls ? makeCertificate(in: work) : nil
-        let streamvmPort = try ChildProcess.freePort()
+        let tls = try settings.tls ? SelfSignedCertificate.make(in: work) : nil
+        let streamvmPort = try LoopbackPort.free()
         var serveArguments = ["serve", "--catalog", catalogRoot, "--host", "127.0.0.1", "--port", String(streamvmPort), "--log-level", "warning"]
         if let tls { serveArguments += ["--tls-cert", tls.certificate, "--tls-key", tls.key] }
-        let server = try ChildProcess(settings.serverExecutable, arguments: serveArguments, logFile: "\(work)/streamvm-serve.log",
-                                      cpus: settings.serverCPUs)
+        let server = try SpawnedProcess(executable: settings.serverExecutable, arguments: serveArguments, logPath: "\(work)/streamvm-serve.log",
+                                        cpus: settings.serverCPUs)
         defer { server.stop() }
-        try ChildProcess.waitForListener(port: streamvmPort, timeout: 30, child: server)
+        try LoopbackPort.waitUntilAccepting(streamvmPort, process: server, timeout: 30)
 
-        let nginxPort = try ChildProcess.freePort()
-        let nginx = try NginxReference.start(executable: settings.nginxExecutable, root: catalogRoot, port: nginxPort, workDirectory: work,
-                                             workers: settings.serverCPUs.map(Self.cpuCount), tls: tls, cpus: settings.serverCPUs)
+        guard let nginx = try NginxProcess(root: catalogRoot, tls: tls, tuning: .benchmark(workers: settings.serverCPUs.map(Self.cpuCount)),
+                                           cpus: settings.serverCPUs) else {
+            throw ClientError.benchmark("nginx not found; install Debian's nginx-light (apt-get install nginx-light)")
+        }
         defer { nginx.stop() }
-        try ChildProcess.waitForListener(port: nginxPort, timeout: 30, child: nginx)
+        let nginxPort = nginx.port
 
         var h2load = H2Load(executable: settings.h2loadExecutable, workDirectory: work)
         h2load.cpus = settings.clientCPUs
         let scheme = settings.tls ? "https" : "http"
-        func urls(_ port: Int) -> [String] { objects.map { "\(scheme)://127.0.0.1:\(port)/\($0.path)" } }
+        func urls(_ port: UInt16) -> [String] { objects.map { "\(scheme)://127.0.0.1:\(port)/\($0.path)" } }
         // Warm-up: every object once through each server (the server verifies on first read; nginx
         // and the kernel fill their caches), so rounds measure steady-state serving.
         let warmUp = H2Load.Load(requests: objects.count, clients: 1, streamsPerClient: 16, threads: 1)
@@ -107,8 +109,7 @@ public struct ServeBenchmark: Sendable {
         _ = try h2load.run(urls: urls(nginxPort), load: warmUp, label: "warmup-nginx")
 
         /// One round against one server, with its memory sampled throughout.
-        func round(_ name: String, port: Int, process: ChildProcess, number: Int) throws -> (H2Load.Result, Int, Double) {
-            let pid = process.process.processIdentifier
+        func round(_ name: String, port: UInt16, pid: pid_t, number: Int) throws -> (H2Load.Result, Int, Double) {
             let sampler = MemorySampler(process: pid)
             let cpuBefore = ProcessCPUTime.seconds(treeOf: pid)
             let result: H2Load.Result
@@ -127,8 +128,8 @@ public struct ServeBenchmark: Sendable {
         var ourPeak = 0, theirPeak = 0
         var ourCPU = [Double](), theirCPU = [Double]()
         for number in 1...max(1, settings.rounds) {
-            let (a, aPeak, aCPU) = try round("streamvm", port: streamvmPort, process: server, number: number)
-            let (b, bPeak, bCPU) = try round("nginx", port: nginxPort, process: nginx, number: number)
+            let (a, aPeak, aCPU) = try round("streamvm", port: streamvmPort, pid: server.pid, number: number)
+            let (b, bPeak, bCPU) = try round("nginx", port: nginxPort, pid: nginx.pid, number: number)
             ourCPU.append(aCPU)
             theirCPU.append(bCPU)
             ours.append(a)
@@ -142,17 +143,6 @@ public struct ServeBenchmark: Sendable {
                       ratioToNginx: reference.requestsPerSecond > 0 ? streamvm.requestsPerSecond / reference.requestsPerSecond : 0,
                       p99RatioToNginx: reference.p99Microseconds > 0 ? streamvm.p99Microseconds / reference.p99Microseconds : 0,
                       loadAverageAtStart: loadAtStart, loadAverageAtEnd: MemorySampler.loadAverage())
-    }
-
-    /// A self-signed P-256 certificate for 127.0.0.1, made with openssl for this run only.
-    private func makeCertificate(in work: String) throws -> NginxReference.TLSFiles {
-        let files = NginxReference.TLSFiles(certificate: "\(work)/cert.pem", key: "\(work)/key.pem")
-        _ = try ChildProcess.runToCompletion(settings.opensslExecutable, arguments: [
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
-            "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", files.key, "-out", files.certificate,
-        ])
-        chmod(files.key, 0o644)
-        return files
     }
 
     /// How many CPUs a taskset list such as "0", "0-1" or "0,2-3" names.
@@ -209,7 +199,7 @@ public struct ServeBenchmark: Sendable {
 
     private func makeTemporaryDirectory() throws -> String {
         var template = Array("/tmp/streamvm-bench-XXXXXX".utf8CString)
-        guard let path = mkdtemp(&template) else { throw ServerError.io(path: "/tmp", errno: errno) }
+        guard let path = mkdtemp(&template) else { throw ClientError.io(path: "/tmp", errno: errno) }
         return String(cString: path)
     }
 }
