@@ -148,6 +148,8 @@ let package = Package(
         .testTarget(
             name: "ControlAPITests",
             dependencies: ["ControlAPI", "Hypervisor", "TestSupport", .product(name: "Logging", package: "swift-log")]),
+        // The built command line as a user runs it (a child process; depends on the executable so it is built).
+        .testTarget(name: "streamvmTests", dependencies: ["streamvm", "TestSupport"]),
         .testTarget(name: "BenchmarksTests", dependencies: ["Benchmarks", "StreamBoot", "Catalog", "TestSupport"]),
     ]
 )

@@ -35,11 +35,20 @@ struct StreamVM: AsyncParsableCommand {
             }
         } catch let error as ExitCode {
             exit(withError: error)
+        } catch where isArgumentParserCommand(command) {
+            // `--help` and `help` parse into ArgumentParser's own help command, whose run() throws
+            // the help request: ArgumentParser prints it (exit status 0).
+            exit(withError: error)
         } catch let error as CleanExit {
             exit(withError: error)
         } catch {
             fputs("streamvm: \(ErrorReport.message(for: error))\n", stderr)
             Glibc.exit(ExitCode.failure.rawValue)
         }
+    }
+
+    /// Commands ArgumentParser adds itself (help) rather than ours.
+    private static func isArgumentParserCommand(_ command: any ParsableCommand) -> Bool {
+        String(reflecting: type(of: command)).hasPrefix("ArgumentParser.")
     }
 }
