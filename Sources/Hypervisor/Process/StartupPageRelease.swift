@@ -37,11 +37,14 @@ public enum StartupPageRelease {
     /// Releases this process's startup pages (see the type's comment). Throws only when
     /// /proc/self/smaps cannot be read; then nothing was released.
     @discardableResult
-    public static func release() throws -> Summary {
+    /// `includingLibraries: false` releases the executable's pages only: no other thread can unmap
+    /// and reuse those addresses, so it is safe in a process that may `dlopen` concurrently (the
+    /// shared test process, where name lookups load NSS modules).
+    public static func release(includingLibraries: Bool = true) throws -> Summary {
         let before = try ProcessMemoryMap.read()
         var released = 0, bytes = 0, refused = 0
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-        for mapping in before.mappings where mapping.isCleanFileMapping && mapping.resident > 0 && isCode(mapping.path, executable: executable) {
+        for mapping in before.mappings where mapping.isCleanFileMapping && mapping.resident > 0 && isCode(mapping.path, executable: executable, includingLibraries: includingLibraries) {
             guard let address = UnsafeMutableRawPointer(bitPattern: mapping.start) else { continue }
             if madvise(address, mapping.length, MADV_DONTNEED) == 0 {
                 released += 1
@@ -62,8 +65,8 @@ public enum StartupPageRelease {
     /// smaps read and the madvise, and its address reused by anonymous memory that madvise would
     /// then wipe. (One full test-suite run crashed with SIGSEGV while the release ran in the shared
     /// test process, before this restriction; the cause was not identified.)
-    static func isCode(_ path: String, executable: String) -> Bool {
-        path == executable || path.hasSuffix(".so") || path.contains(".so.")
+    static func isCode(_ path: String, executable: String, includingLibraries: Bool = true) -> Bool {
+        path == executable || (includingLibraries && (path.hasSuffix(".so") || path.contains(".so.")))
     }
 
     /// Resident bytes of this process: the second field of /proc/self/statm, in pages.
