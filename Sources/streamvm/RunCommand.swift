@@ -60,47 +60,21 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Serve the control API (pause, resume, snapshot, metrics) on this Unix socket, mode 0600 (docs/CONTROL-API.md).")
     var apiSocket: String?
 
+    @Flag(help: "Keep the pages of the binary and libraries touched only while starting, and freed heap, resident (by default they are given back once the guest runs: docs/hypervisor.md, \"VMM footprint\").")
+    var keepStartupPages = false
+
     func run() throws {
-        let directory = URL(fileURLWithPath: appliance)
         let config = try ApplianceConfig.load(directory: appliance)
         let memoryMiB = memory ?? config.memoryMiB
         let vcpuCount = vcpus ?? config.vcpus
         guard (2...ApplianceConfig.maximumMemoryMiB).contains(memoryMiB) else { throw ValidationError("--memory must be 2...\(ApplianceConfig.maximumMemoryMiB) MiB") }
         guard (1...ApplianceConfig.maximumVCPUs).contains(vcpuCount) else { throw ValidationError("--vcpus must be 1...\(ApplianceConfig.maximumVCPUs)") }
 
-        func artifact(_ role: ArtifactRole) -> String? {
-            let path = directory.appendingPathComponent(role.fileName).path
-            return FileManager.default.fileExists(atPath: path) ? path : nil
-        }
-        guard let kernelPath = artifact(.kernel) else { throw ValidationError("\(appliance) has no kernel") }
-        let kernel = Array(try Data(contentsOf: URL(fileURLWithPath: kernelPath)))
-        let image: BootImage
-        if config.kernelFormat == .flat {
-            image = .flat(kernel)
-        } else {
-            image = .linux(kernel: kernel, initrd: try artifact(.initrd).map { Array(try Data(contentsOf: URL(fileURLWithPath: $0))) })
-        }
-        var disks: [any BlockBackend] = []
-        if let diskPath = artifact(.disk) {
-            if let diskOverlay {
-                disks.append(try CopyOnWriteOverlay(base: try RawFileBackend(path: diskPath, readOnly: true), overlayPath: diskOverlay))
-            } else {
-                disks.append(try RawFileBackend(path: diskPath, readOnly: false))
-            }
-        }
-
         var logger = Logger(label: "streamvm.run")
         logger.logLevel = verbose ? .debug : .warning
-        // Resume from the appliance's snapshot when it has one (memory is then loaded lazily).
-        let restore = cold || artifact(.state) == nil ? nil : try RestorePlan.load(directory: appliance, loading: eager ? .eager : .lazy)
         let terminal = TerminalMode.enterCharacterMode()
         defer { terminal?.restore() }
-        let machine = try Machine(
-            configuration: MachineConfiguration(
-                memorySize: memoryMiB << 20, vcpuCount: vcpuCount, image: image,
-                commandLine: config.kernelCommandLine ?? "", disks: disks, readyMarker: config.readyMarker,
-                consoleOutput: { byte in ConsoleOutput.write(byte) }, restore: restore),
-            logger: logger)
+        let machine = try makeMachine(config: config, memoryMiB: memoryMiB, vcpuCount: vcpuCount, logger: logger)
 
         // Ctrl-C / SIGTERM stop the guest; the run then returns normally so the terminal is restored.
         let signalQueue = DispatchQueue(label: "streamvm.run.signals")
@@ -115,12 +89,77 @@ struct RunCommand: ParsableCommand {
         if terminal != nil { ConsoleInput.start(feeding: machine.serial) }
 
         let info = InstanceInfo(id: config.name, appliance: config.name, applianceVersion: config.version, memoryMiB: memoryMiB)
-        let reason = try ControlSocket.serving(at: apiSocket, machine: machine, info: info, logger: logger) {
-            machine.run(timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+        let reason = try ControlSocket.serving(at: apiSocket, machine: machine, info: info, logger: logger) { () -> StopReason in
+            do {
+                try machine.start()
+            } catch {
+                return .failure("\(error)")
+            }
+            if !keepStartupPages {
+                // Once when the guest starts (the VMM's own start-up), and once more after the
+                // guest's first seconds (code run only while it boots: first exits, console set-up).
+                let releaseLogger = logger
+                Self.releaseStartupPages(when: "start", logger: releaseLogger)
+                DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + Self.secondStartupPageRelease) {
+                    Self.releaseStartupPages(when: "boot", logger: releaseLogger)
+                }
+            }
+            return machine.waitUntilStopped(timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
         }
         terminal?.restore()
         FileHandle.standardError.write(Data("\nstreamvm: \(reason)\n".utf8))
         throw ExitCode(Self.status(for: reason))
+    }
+
+    /// When the second release of startup pages runs, after the guest started.
+    static let secondStartupPageRelease: DispatchTimeInterval = .seconds(2)
+
+    static func releaseStartupPages(when: String, logger: Logger) {
+        do {
+            let summary = try StartupPageRelease.release()
+            logger.debug("startup pages released", metadata: ["at": "\(when)", "mappings": "\(summary.mappingsReleased)", "fileKiB": "\(summary.fileBytesReleased >> 10)",
+                                                              "residentKiB": "\(summary.residentBefore >> 10) -> \(summary.residentAfter >> 10)"])
+        } catch {
+            logger.warning("startup pages kept: \(error)")
+        }
+    }
+
+    /// Reads the kernel (and initrd) and creates the machine. The files' bytes live only in this
+    /// function: once the machine has copied them into guest RAM nothing holds them (the machine
+    /// keeps no boot image either), so they do not stay in the VMM's memory for the whole run.
+    func makeMachine(config: ApplianceConfig, memoryMiB: Int, vcpuCount: Int, logger: Logger) throws -> Machine {
+        let directory = URL(fileURLWithPath: appliance)
+        func artifact(_ role: ArtifactRole) -> String? {
+            let path = directory.appendingPathComponent(role.fileName).path
+            return FileManager.default.fileExists(atPath: path) ? path : nil
+        }
+        guard let kernelPath = artifact(.kernel) else { throw ValidationError("\(appliance) has no kernel") }
+        var disks: [any BlockBackend] = []
+        if let diskPath = artifact(.disk) {
+            if let diskOverlay {
+                disks.append(try CopyOnWriteOverlay(base: try RawFileBackend(path: diskPath, readOnly: true), overlayPath: diskOverlay))
+            } else {
+                disks.append(try RawFileBackend(path: diskPath, readOnly: false))
+            }
+        }
+        // Resume from the appliance's snapshot when it has one (memory is then loaded lazily); a
+        // restore needs no kernel bytes at all.
+        let restore = cold || artifact(.state) == nil ? nil : try RestorePlan.load(directory: appliance, loading: eager ? .eager : .lazy)
+        var image: BootImage?
+        if restore == nil {
+            let kernel = Array(try Data(contentsOf: URL(fileURLWithPath: kernelPath)))
+            if config.kernelFormat == .flat {
+                image = .flat(kernel)
+            } else {
+                image = .linux(kernel: kernel, initrd: try artifact(.initrd).map { Array(try Data(contentsOf: URL(fileURLWithPath: $0))) })
+            }
+        }
+        return try Machine(
+            configuration: MachineConfiguration(
+                memorySize: memoryMiB << 20, vcpuCount: vcpuCount, image: image,
+                commandLine: config.kernelCommandLine ?? "", disks: disks, readyMarker: config.readyMarker,
+                consoleOutput: { byte in ConsoleOutput.write(byte) }, restore: restore),
+            logger: logger)
     }
 
     static func status(for reason: StopReason) -> Int32 {

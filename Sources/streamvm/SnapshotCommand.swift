@@ -36,7 +36,7 @@ struct SnapshotCommand: ParsableCommand {
         var configuration = setup.machineConfiguration(pauseAtReady: true)
         // Tells a Linux appliance's init it will be snapshotted at the marker: it then waits for the
         // resume line after printing it (docs/snapshot.md, "Readiness after a resume").
-        if case .linux = configuration.image { configuration.commandLine += " " + Self.snapshotKernelArgument }
+        if case .linux? = configuration.image { configuration.commandLine += " " + Self.snapshotKernelArgument }
         let machine = try Machine(configuration: configuration, logger: logger)
         let reason = machine.run(timeout: .milliseconds(Int(timeout * 1000)))
         guard reason == .stopRequested, machine.console.isReady else {

@@ -101,6 +101,11 @@ static inline int ckvm_memfd_create(const char *name, unsigned int flags) {
     return (int)syscall(SYS_memfd_create, name, flags);
 }
 
+// malloc_trim(3) (returns freed heap to the kernel after start-up); Swift's Glibc module does not
+// include <malloc.h>.
+#include <malloc.h>
+static inline int ckvm_malloc_trim(size_t pad) { return malloc_trim(pad); }
+
 // Dirty-page logging (api.rst, KVM_GET_DIRTY_LOG): the request, the memslot flag, and the bitmap
 // pointer inside the anonymous union of struct kvm_dirty_log.
 static const unsigned long CKVM_GET_DIRTY_LOG = KVM_GET_DIRTY_LOG;

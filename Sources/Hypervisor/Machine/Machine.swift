@@ -17,6 +17,10 @@ public final class Machine: @unchecked Sendable {
     static let serialDeviceID = "serial0"
     static func diskDeviceID(_ index: Int) -> String { "virtio-blk\(index)" }
 
+    /// The configuration this machine was made with, less its boot image (`image` is nil): the
+    /// kernel and initrd are copied into guest RAM by `init` and not kept, so a running VMM does not
+    /// hold a second copy of them (for the Linux appliance, 51 MiB of kernel). Nothing needs them
+    /// later: a snapshot saves guest RAM, where the loaded kernel is.
     public let configuration: MachineConfiguration
     public let memory: GuestMemory
     public let console: ConsoleMonitor
@@ -65,7 +69,9 @@ public final class Machine: @unchecked Sendable {
     public init(configuration: MachineConfiguration, logger: Logger) throws {
         let created = ContinuousClock.now
         timingState = Locked(BootTiming(created: created))
-        self.configuration = configuration
+        var kept = configuration
+        kept.image = nil
+        self.configuration = kept
         self.logger = logger
         guard configuration.vcpuCount >= 1 else { throw HypervisorError.invalidConfiguration("at least one vCPU is needed") }
         guard configuration.memorySize >= 2 << 20 else { throw HypervisorError.invalidConfiguration("guest RAM must be at least 2 MiB") }
@@ -113,11 +119,15 @@ public final class Machine: @unchecked Sendable {
         dispatcher = ExitDispatcher(ioBus: devices.ioBus, mmioBus: devices.mmioBus)
 
         var commandLine = configuration.commandLine
-        if case .linux = configuration.image, configuration.announceVirtioOnCommandLine {
+        if case .linux? = configuration.image, configuration.announceVirtioOnCommandLine {
             for word in devices.kernelCommandLineWords { commandLine += " " + word }
         }
-        let entry = configuration.restore != nil ? nil : try BootLoader.load(configuration.image, commandLine: commandLine, vcpuCount: configuration.vcpuCount,
-                                                                             virtioDevices: devices.acpiDevices, into: memory)
+        var entry: BootEntry?
+        if configuration.restore == nil {
+            guard let image = configuration.image else { throw HypervisorError.invalidConfiguration("a boot image is needed unless a snapshot is restored") }
+            entry = try BootLoader.load(image, commandLine: commandLine, vcpuCount: configuration.vcpuCount,
+                                        virtioDevices: devices.acpiDevices, into: memory)
+        }
         try configuration.restore?.state.platform.apply(to: virtualMachine)
         let supported = try system.supportedCPUID()
         let policy = CPUIDPolicy(vcpuCount: configuration.vcpuCount)

@@ -2,7 +2,9 @@
 public struct MachineConfiguration: Sendable {
     public var memorySize: Int
     public var vcpuCount: Int
-    public var image: BootImage
+    /// The kernel (and initrd) to boot; not needed to restore a snapshot. A `Machine` copies it into
+    /// guest RAM and does not keep it: its own `configuration.image` is nil once it exists.
+    public var image: BootImage?
     public var commandLine: String
     /// One virtio-blk device per backend, in order (Linux names them vda, vdb, ...).
     public var disks: [any BlockBackend]
@@ -31,7 +33,7 @@ public struct MachineConfiguration: Sendable {
     /// touch (`ZeroPageSource` gives a fresh boot's zeros). A restore uses its plan's source instead.
     public var pageSource: (any PageSource)?
 
-    public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage, commandLine: String = "",
+    public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage?, commandLine: String = "",
                 disks: [any BlockBackend] = [], readyMarker: String = "STREAMVM-READY",
                 announceVirtioOnCommandLine: Bool = true, consoleOutput: @escaping @Sendable (UInt8) -> Void = { _ in },
                 restore: RestorePlan? = nil, pauseAtReady: Bool = false) {
