@@ -67,6 +67,8 @@ public final class StreamBootSession: @unchecked Sendable {
         public var memoryPagesInstalled: Int?
         /// userfaultfd faults the guest took on its memory (pages it touched that were not installed).
         public var memoryPageFaults: Int?
+        /// Time the page source took per faulted data page, local chunks and fetched ones apart.
+        public var memoryPageReads: PageReadTimes.Summary?
 
     }
 
@@ -239,7 +241,8 @@ public final class StreamBootSession: @unchecked Sendable {
             bufferedBytes: stats.bufferedBytesAtStart, stallCount: stalls.count, stallSeconds: stalls.seconds,
             stallsAfterReady: stalls.afterReadyCount, stallSecondsAfterReady: stalls.afterReadySeconds,
             bytesReceived: fetcher.linkEstimate.bytesReceived, prefetchStatistics: stats, traceRecords: trace.records.count,
-            memoryPagesInstalled: installer?.pagesInstalled, memoryPageFaults: machine.pageFaultHandler?.faultLog.count)
+            memoryPagesInstalled: installer?.pagesInstalled, memoryPageFaults: machine.pageFaultHandler?.faultLog.count,
+            memoryPageReads: snapshot?.pages.readTimes.summary)
         return Outcome(reason: reason, report: report, trace: trace, console: machine.console.output)
     }
 

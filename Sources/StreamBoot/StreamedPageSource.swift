@@ -73,8 +73,16 @@ public final class StreamedPageSource: PageSource, @unchecked Sendable {
     public var chunkLoads: Int { condition.withLock { loads } }
 
     public func readPage(_ index: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> PageContent {
-        try read(index, into: buffer, traced: true)
+        guard index >= 0, index < pageCount, layout.digest(ofPage: index) != 0 else { return try read(index, into: buffer, traced: true) }
+        let wasLocal = image.isLocal(chunk: index * pageSize / image.chunkSize)
+        let began = monotonicSeconds()
+        let content = try read(index, into: buffer, traced: true)
+        readTimes.add(seconds: monotonicSeconds() - began, wasLocal: wasLocal)
+        return content
     }
+
+    /// Time to each data page a fault asked for (`bench stream`'s fault-to-page figure).
+    public let readTimes = PageReadTimes()
 
     /// The same verified read for a page installed ahead of the guest: the chunk's first touch is not
     /// traced here (`MemoryPageInstaller` decides what an installed chunk means for the trace).
