@@ -79,11 +79,11 @@ public final class StreamBootSession: @unchecked Sendable {
         public var console: String
     }
 
-    public let loader: ChunkLoader
+    public let loader: ChunkRouter
     public let options: Options
     private let logger: Logger
 
-    public init(loader: ChunkLoader, options: Options, logger: Logger) {
+    public init(loader: ChunkRouter, options: Options, logger: Logger) {
         self.loader = loader
         self.options = options
         self.logger = logger

@@ -296,7 +296,7 @@ public struct StreamBenchmark: Sendable {
         let fetcher = try Fetcher(configuration: fetcherConfiguration, logger: logger)
         defer { fetcher.shutdown() }
         let client = try CatalogClient(origins: [origin], trust: .insecure, fetcher: fetcher, logger: logger)
-        let loader = ChunkLoader(client: client, cache: try ChunkCache(root: cache, capacityBytes: 8 << 30, logger: logger))
+        let loader = ChunkRouter(client: client, cache: try ChunkCache(root: cache, capacityBytes: 8 << 30, logger: logger))
         var options = StreamBootSession.Options(reference: name)
         options.prefetch = mode
         options.timeout = .seconds(Int64(timeoutSeconds))
