@@ -54,8 +54,8 @@ public final class ChunkRouter: @unchecked Sendable {
 
     /// Memory, then `cache` (when given), then the origins of `client`.
     public convenience init(client: CatalogClient, cache: ChunkCache?,
-                            memoryChunks: Int = MemoryChunkStore.defaultCapacityChunks) {
-        let memory = MemoryChunkStore(capacityChunks: memoryChunks)
+                            memoryBytes: Int = MemoryChunkStore.defaultCapacityBytes) {
+        let memory = MemoryChunkStore(capacityBytes: memoryBytes)
         self.init(client: client, cache: cache, memory: memory, localStores: [memory] + (cache.map { [$0] } ?? []),
                   origin: OriginChunkStore(client: client))
     }

@@ -37,6 +37,24 @@ import Testing
         return true
     }
 
+    @Test func theMemoryStoreKeepsTheMostRecentlyUsedChunksWithinItsBytes() {
+        let store = MemoryChunkStore(capacityBytes: 3 * 1024)
+        let chunks = (0..<4).map { value -> (id: ChunkID, bytes: [UInt8]) in
+            let bytes = [UInt8](repeating: UInt8(value), count: 1024)
+            return (Digest.of(bytes), bytes)
+        }
+        for chunk in chunks.prefix(3) { store.insert(chunk.id, bytes: chunk.bytes) }
+        #expect(store.read(chunks[0].id, length: 1024, range: nil) == chunks[0].bytes)
+        store.insert(chunks[3].id, bytes: chunks[3].bytes)
+        #expect(store.contains(chunks[0].id) && !store.contains(chunks[1].id), "the least recently used chunk left")
+        #expect(store.contains(chunks[2].id) && store.contains(chunks[3].id))
+        #expect(store.read(chunks[2].id, length: 1024, range: 10..<20) == Array(chunks[2].bytes[10..<20]))
+        #expect(store.read(chunks[2].id, length: 999, range: nil) == nil, "a length that does not match is no hit")
+        let large = [UInt8](repeating: 9, count: 8192)
+        store.insert(Digest.of(large), bytes: large)
+        #expect(store.count == 1 && store.contains(Digest.of(large)), "the newest chunk stays even when larger than the store")
+    }
+
     @Test func readsGoToMemoryThenTheDiskCacheThenTheOrigin() async throws {
         let directory = try TemporaryDirectory()
         let fixture = try FixtureCatalog.make(root: directory.sub("catalog"), chunkCount: 12)

@@ -5,22 +5,24 @@ import Foundation
 /// asks. A streamed resume faults on a chunk's pages one by one (16 pages per 64 KiB chunk), so the
 /// other pages of a chunk cost a lookup and a page copy, not a cache file read and a hash. Bytes are
 /// shared, never copied, between the store and its readers (arrays are copy-on-write and nobody
-/// writes them). Bounded by chunk count; the least recently used chunk leaves first.
+/// writes them). Bounded in bytes (chunk sizes range from 4 KiB to 16 MiB); the least recently used
+/// chunk leaves first, and the newest is always kept.
 public final class MemoryChunkStore: LocalChunkStore, @unchecked Sendable {
-    /// 64 × 64 KiB = 4 MiB: enough that a guest walking through a few regions at once reads each
-    /// chunk from the disk cache once (what the page source's own resident list held before).
-    public static let defaultCapacityChunks = 64
+    /// 4 MiB = 64 chunks of 64 KiB: enough that a guest walking through a few regions at once reads
+    /// each chunk from the disk cache once (what the page source's own resident list held before).
+    public static let defaultCapacityBytes = 4 << 20
 
     public let name = "memory"
     public let isDurable = false
-    public let capacityChunks: Int
+    public let capacityBytes: Int
 
     private let lock = NSLock()
     private var chunks: [ChunkID: (bytes: [UInt8], lastUse: UInt64)] = [:]
+    private var totalBytes = 0
     private var clock: UInt64 = 0
 
-    public init(capacityChunks: Int = MemoryChunkStore.defaultCapacityChunks) {
-        self.capacityChunks = max(1, capacityChunks)
+    public init(capacityBytes: Int = MemoryChunkStore.defaultCapacityBytes) {
+        self.capacityBytes = max(0, capacityBytes)
     }
 
     public var count: Int { lock.withLock { chunks.count } }
@@ -43,10 +45,13 @@ public final class MemoryChunkStore: LocalChunkStore, @unchecked Sendable {
     public func insert(_ chunk: ChunkID, bytes: [UInt8]) {
         lock.withLock {
             clock += 1
+            totalBytes += bytes.count - (chunks[chunk]?.bytes.count ?? 0)
             chunks[chunk] = (bytes, clock)
-            guard chunks.count > capacityChunks else { return }
-            // A linear scan over at most a few dozen entries: cheaper than keeping an ordered list.
-            if let oldest = chunks.min(by: { $0.value.lastUse < $1.value.lastUse })?.key { chunks.removeValue(forKey: oldest) }
+            // A linear scan over a few dozen entries: cheaper than keeping an ordered list.
+            while totalBytes > capacityBytes, chunks.count > 1,
+                  let oldest = chunks.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
+                totalBytes -= chunks.removeValue(forKey: oldest)?.bytes.count ?? 0
+            }
         }
     }
 }
