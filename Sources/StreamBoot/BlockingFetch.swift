@@ -3,22 +3,23 @@ import Foundation
 import StreamClient
 
 /// Runs a streamed read for a caller that must answer synchronously (a vCPU thread emulating
-/// virtio-blk, a userfaultfd handler thread serving a page): the read runs as a task and the caller's
-/// thread waits for it. A read that fails is retried until a deadline, so a link that drops stalls the
-/// guest instead of failing it; after the deadline the last error is thrown.
+/// virtio-blk, a userfaultfd handler thread serving a page). A read that fails is retried until a
+/// deadline, so a link that drops stalls the guest instead of failing it; after the deadline the
+/// last error is thrown.
 struct BlockingFetch: Sendable {
     /// Pause between retries of a failed read while the deadline allows.
     static let retryPauseSeconds = 0.5
 
     var deadlineSeconds: Double
 
-    /// Runs `operation` until it succeeds, the deadline passes (the last error is thrown), or it fails
-    /// with an error retrying cannot fix (`outOfRange`, `overlayMismatch`).
-    func run<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+    /// Runs `operation` (which blocks this thread itself) until it succeeds, the deadline passes
+    /// (the last error is thrown), or it fails with an error retrying cannot fix (`outOfRange`,
+    /// `overlayMismatch`).
+    func retrying<T>(_ operation: () throws -> T) throws -> T {
         let start = DispatchTime.now().uptimeNanoseconds
         while true {
             do {
-                return try Self.wait(for: operation)
+                return try operation()
             } catch let error as ClientError {
                 if case .outOfRange = error { throw error }
                 if case .overlayMismatch = error { throw error }
@@ -28,6 +29,11 @@ struct BlockingFetch: Sendable {
                 Thread.sleep(forTimeInterval: min(Self.retryPauseSeconds, deadlineSeconds - elapsed))
             }
         }
+    }
+
+    /// `retrying` for an async read: it runs as a task and this (non-pool) thread waits for it.
+    func run<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) throws -> T {
+        try retrying { try Self.wait(for: operation) }
     }
 
     /// Runs `operation` as a task and blocks this (non-pool) thread until it finishes.

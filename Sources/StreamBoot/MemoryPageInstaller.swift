@@ -13,8 +13,10 @@ import StreamClient
 ///   are mapped with UFFDIO_ZEROPAGE (no copy, no memory; far cheaper than the fault it saves);
 ///   chunks that are all zeros (no data published) stay lazy.
 /// - While the guest runs, a low-priority thread of its own installs each prefetched memory chunk
-///   once it is local. Demand faults never wait for it: they are served by the handler's own threads,
-///   and a fault racing an install of the same page is woken by that install's UFFDIO_COPY.
+///   once it is local: the router tells the installer when a fetched chunk arrives
+///   (`LazyImage.observeArrivals`), so the thread sleeps until there is work (it looked every 5 ms
+///   before). Demand faults never wait for it: they are served by the handler's own threads, and a
+///   fault racing an install of the same page is woken by that install's UFFDIO_COPY.
 /// - Every page goes through `StreamedPageSource.readPageAhead`: the chunk's SHA-256 and each page's
 ///   vmstate digest are checked as for a fault; a page that fails is never mapped and the VM stops.
 /// - Traces: an installed chunk is never faulted on, so with `traceInstalls` it is traced as touched
@@ -22,13 +24,13 @@ import StreamClient
 ///   moving (it advances on touches) and keeps the chunk in the next model. `full` runs do not trace
 ///   installs (no model chose those chunks); `none` runs never install.
 public final class MemoryPageInstaller: @unchecked Sendable {
-    /// How often the thread looks whether prefetched chunks it waits for have arrived.
-    static let pollSeconds = 0.005
-
     public let pages: StreamedPageSource
     private let traceInstalls: Bool
     private let condition = NSCondition()
+    /// Prefetched chunks not local yet, and local ones waiting for the thread.
     private var pending: Set<Int> = []
+    private var arrived: Set<Int> = []
+    private var observation: ChunkRouter.Observation?
     private var installed: Set<Int> = []
     private var startupChunks: [Int] = []
     private var installedPages = 0
@@ -39,7 +41,24 @@ public final class MemoryPageInstaller: @unchecked Sendable {
     public init(pages: StreamedPageSource, traceInstalls: Bool) {
         self.pages = pages
         self.traceInstalls = traceInstalls
+        observation = pages.image.observeArrivals { [weak self] chunk in self?.arrivedLocally(chunk) }
     }
+
+    deinit {
+        if let observation { pages.image.loader.stopObserving(observation) }
+    }
+
+    /// The router fetched chunk `chunk`: if this run waits for it, it is ready to install.
+    private func arrivedLocally(_ chunk: Int) {
+        condition.withLock {
+            guard pending.remove(chunk) != nil else { return }
+            arrived.insert(chunk)
+            condition.signal()
+        }
+    }
+
+    /// Prefetched chunks that are local and wait for the install thread (tests, diagnostics).
+    public var chunksReadyToInstall: Set<Int> { condition.withLock { arrived } }
 
     /// Pages installed so far (before the start and while the guest ran).
     public var pagesInstalled: Int { condition.withLock { installedPages } }
@@ -47,9 +66,16 @@ public final class MemoryPageInstaller: @unchecked Sendable {
     /// The prefetcher fetches memory chunk `chunk` in this run: install it once it is local.
     public func notePrefetched(chunk: Int) {
         condition.withLock {
-            guard !installed.contains(chunk) else { return }
-            pending.insert(chunk)
-            condition.signal()
+            guard !installed.contains(chunk), !arrived.contains(chunk) else { return }
+            // Checked under the lock that `arrivedLocally` takes, after the router made the chunk
+            // local and before it tells observers: an arrival is never missed.
+            if pages.image.isLocal(chunk: chunk) {
+                pending.remove(chunk)
+                arrived.insert(chunk)
+                condition.signal()
+            } else {
+                pending.insert(chunk)
+            }
         }
     }
 
@@ -59,9 +85,10 @@ public final class MemoryPageInstaller: @unchecked Sendable {
         let image = pages.image
         return condition.withLock {
             let chunks = (0..<image.artifact.chunks.count).filter {
-                image.chunkRef($0) != nil && (everyLocalChunk || pending.contains($0)) && image.isLocal(chunk: $0)
+                image.chunkRef($0) != nil && (everyLocalChunk || pending.contains($0) || arrived.contains($0)) && image.isLocal(chunk: $0)
             }
             pending.subtract(chunks)
+            arrived.subtract(chunks)
             installed.formUnion(chunks)
             startupChunks = chunks
             let list = chunks.flatMap { Array(pages.pages(ofChunk: $0)) }
@@ -95,27 +122,27 @@ public final class MemoryPageInstaller: @unchecked Sendable {
             return running
         }
         if wasRunning { finished.wait() }
+        let observation = condition.withLock { () -> ChunkRouter.Observation? in
+            let current = self.observation
+            self.observation = nil
+            return current
+        }
+        if let observation { pages.image.loader.stopObserving(observation) }
     }
 
     private func installLoop(_ handler: PageFaultHandler) {
         // Below the fault threads: an install never competes with a demand fault for a core. (Linux
         // nice values are per thread: `who` 0 is this thread only.)
         _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
-        let image = pages.image
         while true {
             condition.lock()
-            while !stopping && pending.isEmpty { condition.wait() }
+            while !stopping && arrived.isEmpty { condition.wait() }
             if stopping { condition.unlock(); return }
-            let arrived = pending.filter { image.isLocal(chunk: $0) }
-            if arrived.isEmpty {
-                _ = condition.wait(until: Date(timeIntervalSinceNow: Self.pollSeconds))
-                condition.unlock()
-                continue
-            }
-            pending.subtract(arrived)
-            installed.formUnion(arrived)
+            let ready = arrived
+            arrived.removeAll()
+            installed.formUnion(ready)
             condition.unlock()
-            for chunk in arrived.sorted() {
+            for chunk in ready.sorted() {
                 if condition.withLock({ stopping }) { return }
                 let list = Array(pages.pages(ofChunk: chunk))
                 do {

@@ -20,7 +20,7 @@ public struct MemorySnapshotAttachment: Sendable {
     public let pages: StreamedPageSource
 
     /// Fetches and validates the state, checks it against the memory artifact, and prepares the pages.
-    public static func open(manifest: Manifest, loader: ChunkLoader, traceSink: (any AccessTraceSink)?,
+    public static func open(manifest: Manifest, loader: ChunkRouter, traceSink: (any AccessTraceSink)?,
                             readDeadlineSeconds: Double, faultAround: Bool = false) async throws -> MemorySnapshotAttachment {
         guard let stateArtifact = manifest.artifact(.state) else {
             throw StreamBootError.invalidSnapshot("the appliance has a memory snapshot but no vmstate.json (state artifact); republish the snapshot directory")
@@ -37,8 +37,9 @@ public struct MemorySnapshotAttachment: Sendable {
         } catch {
             throw StreamBootError.invalidSnapshot("\(error)")
         }
-        let memory = try await LazyImage.open(manifest: manifest, role: .memory, loader: loader)
-        let pages = try StreamedPageSource(image: memory, layout: state.memory, traceSink: traceSink, readDeadlineSeconds: readDeadlineSeconds,
+        // The image traces the memory's first touches (faults, and installs ahead of the guest).
+        let memory = try await LazyImage.open(manifest: manifest, role: .memory, loader: loader, traceSink: traceSink)
+        let pages = try StreamedPageSource(image: memory, layout: state.memory, readDeadlineSeconds: readDeadlineSeconds,
                                            faultAround: faultAround)
         return MemorySnapshotAttachment(state: state, memory: memory, pages: pages)
     }

@@ -67,6 +67,8 @@ public final class StreamBootSession: @unchecked Sendable {
         public var memoryPagesInstalled: Int?
         /// userfaultfd faults the guest took on its memory (pages it touched that were not installed).
         public var memoryPageFaults: Int?
+        /// Time the page source took per faulted data page, local chunks and fetched ones apart.
+        public var memoryPageReads: PageReadTimes.Summary?
 
     }
 
@@ -77,11 +79,11 @@ public final class StreamBootSession: @unchecked Sendable {
         public var console: String
     }
 
-    public let loader: ChunkLoader
+    public let loader: ChunkRouter
     public let options: Options
     private let logger: Logger
 
-    public init(loader: ChunkLoader, options: Options, logger: Logger) {
+    public init(loader: ChunkRouter, options: Options, logger: Logger) {
         self.loader = loader
         self.options = options
         self.logger = logger
@@ -241,7 +243,8 @@ public final class StreamBootSession: @unchecked Sendable {
             bufferedBytes: stats.bufferedBytesAtStart, stallCount: stalls.count, stallSeconds: stalls.seconds,
             stallsAfterReady: stalls.afterReadyCount, stallSecondsAfterReady: stalls.afterReadySeconds,
             bytesReceived: fetcher.linkEstimate.bytesReceived, prefetchStatistics: stats, traceRecords: trace.records.count,
-            memoryPagesInstalled: installer?.pagesInstalled, memoryPageFaults: machine.pageFaultHandler?.faultLog.count)
+            memoryPagesInstalled: installer?.pagesInstalled, memoryPageFaults: machine.pageFaultHandler?.faultLog.count,
+            memoryPageReads: snapshot?.pages.readTimes.summary)
         return Outcome(reason: reason, report: report, trace: trace, console: machine.console.output)
     }
 

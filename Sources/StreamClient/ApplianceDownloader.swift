@@ -14,11 +14,11 @@ public final class ApplianceDownloader: Sendable {
         public var chunksFetched: Int
     }
 
-    public let loader: ChunkLoader
+    public let loader: ChunkRouter
     private let logger: Logger
     static let chunksOutstanding = 256
 
-    public init(loader: ChunkLoader, logger: Logger) {
+    public init(loader: ChunkRouter, logger: Logger) {
         self.loader = loader
         self.logger = logger
     }

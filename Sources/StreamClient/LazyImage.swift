@@ -3,14 +3,15 @@ import Foundation
 
 /// A block-device-like view of one artifact of an appliance (its disk, memory snapshot, kernel…)
 /// whose bytes arrive on demand. `read` returns verified, decompressed bytes: zero chunks cost
-/// nothing, cached chunks one `pread`, missing chunks a fetch at demand priority. The image is
+/// nothing, chunks in memory a lookup, cached chunks one `pread`, missing chunks a fetch at demand
+/// priority, all through the `ChunkRouter`. The image is
 /// read-only: a guest's writes go to the Hypervisor's `CopyOnWriteOverlay`, which StreamBoot layers
 /// over it, so the published image is never modified. Every chunk's first access is reported to the
-/// trace sink.
+/// trace sink, here and nowhere else (disk reads, memory faults and memory installed ahead of the guest alike).
 public final class LazyImage: @unchecked Sendable {
     public let manifest: Manifest
     public let artifact: Artifact
-    public let loader: ChunkLoader
+    public let loader: ChunkRouter
     public var size: Int { artifact.size }
     public var chunkSize: Int { manifest.chunkSize }
 
@@ -23,7 +24,7 @@ public final class LazyImage: @unchecked Sendable {
 
     /// Opens `role` of `manifest`. Fetches the manifest's dictionaries, and pins the artifact's chunks
     /// in the cache so that eviction never removes the running appliance's working set.
-    public static func open(manifest: Manifest, role: ArtifactRole, loader: ChunkLoader,
+    public static func open(manifest: Manifest, role: ArtifactRole, loader: ChunkRouter,
                             traceSink: (any AccessTraceSink)? = nil) async throws -> LazyImage {
         guard let artifact = manifest.artifact(role) else { throw ClientError.noArtifact(role.rawValue) }
         let dictionaries = try await loader.client.loadDictionaries(for: manifest)
@@ -36,7 +37,7 @@ public final class LazyImage: @unchecked Sendable {
                          traceSink: traceSink, pin: pin)
     }
 
-    init(manifest: Manifest, artifact: Artifact, loader: ChunkLoader, dictionaries: [ZstdDictionary],
+    init(manifest: Manifest, artifact: Artifact, loader: ChunkRouter, dictionaries: [ZstdDictionary],
          traceSink: (any AccessTraceSink)?, pin: CachePin?) {
         self.manifest = manifest
         self.artifact = artifact
@@ -90,7 +91,7 @@ public final class LazyImage: @unchecked Sendable {
             return nil
         }
         let length = manifest.chunkLength(artifact, index: index)
-        if let cached = loader.cache?.read(ref.id, length: length, range: local) {
+        if let cached = loader.readLocal(ref.id, length: length, range: local) {
             noteAccess(index, chunk: ref.id, offset: range.lowerBound, source: .cache, stall: 0)
             return cached
         }
@@ -98,10 +99,41 @@ public final class LazyImage: @unchecked Sendable {
         let loaded = try await loader.load(ref, length: length, dictionary: dictionary(for: ref), priority: .demand)
         noteAccess(index, chunk: ref.id, offset: range.lowerBound, source: loaded.fetched ? .fetched : .cache,
                    stall: loaded.fetched ? monotonicSeconds() - started : 0)
-        return Array(loaded.bytes[local])
+        // A whole-chunk read shares the router's bytes (no copy).
+        return local == 0..<length ? loaded.bytes : Array(loaded.bytes[local])
     }
 
-    private func noteAccess(_ index: Int, chunk: ChunkID?, offset: Int, source: AccessSource, stall: Double) {
+    /// The published bytes of chunk `index` (all of them: guest memory, say), for a thread that must
+    /// answer synchronously: local chunks
+    /// are read on the calling thread, a miss blocks it on the router's fetch (at demand priority).
+    /// With `touchedAt`, the chunk's first access is traced at that offset.
+    public func publishedChunkBlocking(_ index: Int, touchedAt offset: Int?) throws -> [UInt8] {
+        guard index >= 0, index < artifact.chunks.count else {
+            throw ClientError.outOfRange(offset: index * chunkSize, length: chunkSize, size: size)
+        }
+        let length = manifest.chunkLength(artifact, index: index)
+        guard let ref = artifact.chunks[index] else {
+            if let offset { noteAccess(index, chunk: nil, offset: offset, source: .zero, stall: 0) }
+            return [UInt8](repeating: 0, count: length)
+        }
+        let started = monotonicSeconds()
+        let loaded = try loader.loadBlocking(ref, length: length, dictionary: dictionary(for: ref))
+        if let offset {
+            noteAccess(index, chunk: ref.id, offset: offset, source: loaded.fetched ? .fetched : .cache,
+                       stall: loaded.fetched ? monotonicSeconds() - started : 0)
+        }
+        return loaded.bytes
+    }
+
+    /// Traces chunk `index` as put in place ahead of the reader (memory installed before the guest
+    /// touched it), as a chunk read from the cache, unless its first access was already traced.
+    public func noteInstalled(chunk index: Int) {
+        guard index >= 0, index < artifact.chunks.count else { return }
+        noteAccess(index, chunk: artifact.chunks[index]?.id, offset: index * chunkSize,
+                   source: artifact.chunks[index] == nil ? .zero : .cache, stall: 0, installed: true)
+    }
+
+    private func noteAccess(_ index: Int, chunk: ChunkID?, offset: Int, source: AccessSource, stall: Double, installed: Bool = false) {
         guard let traceSink else { return }
         lock.lock()
         let bit = UInt64(1) << UInt64(index & 63)
@@ -109,8 +141,9 @@ public final class LazyImage: @unchecked Sendable {
         touched[index >> 6] |= bit
         lock.unlock()
         guard first else { return }
-        traceSink.record(FirstAccess(role: artifact.role, chunkIndex: index, chunk: chunk, offset: offset,
-                                     seconds: monotonicSeconds() - openedAt, source: source, stallSeconds: stall))
+        let access = FirstAccess(role: artifact.role, chunkIndex: index, chunk: chunk, offset: offset,
+                                 seconds: monotonicSeconds() - openedAt, source: source, stallSeconds: stall)
+        if installed { traceSink.recordInstalled(access) } else { traceSink.record(access) }
     }
 
     // MARK: prefetch hooks
@@ -132,5 +165,14 @@ public final class LazyImage: @unchecked Sendable {
     public func cancelPrefetch(chunk index: Int) {
         guard let ref = artifact.chunks[index] else { return }
         loader.cancelPrefetch(ref.id)
+    }
+
+    /// Calls `body` with the index of each chunk of this image that becomes local by a fetch (every
+    /// index, when the manifest uses one chunk at several places). Stop with `loader.stopObserving`.
+    public func observeArrivals(_ body: @escaping @Sendable (Int) -> Void) -> ChunkRouter.Observation {
+        var indices: [ChunkID: [Int]] = [:]
+        for (index, ref) in artifact.chunks.enumerated() { if let ref { indices[ref.id, default: []].append(index) } }
+        let byChunk = indices
+        return loader.observeArrivals { chunk in byChunk[chunk]?.forEach(body) }
     }
 }

@@ -86,7 +86,7 @@ struct BootCommand: AsyncParsableCommand {
         let uploader = try uploadTrace ? tokenFile.map { try TraceUploader(origin: origin, tokenFile: $0) } : nil
         let catalogClient = try client.makeClient(primary: [origin], rollback: rollback.protection, logger: logger)
         defer { catalogClient.fetcher.shutdown() }
-        let loader = ChunkLoader(client: catalogClient, cache: try client.makeCache(logger: logger))
+        let loader = ChunkRouter(client: catalogClient, cache: try client.makeCache(logger: logger))
 
         var options = StreamBootSession.Options(reference: appliance)
         options.prefetch = prefetch

@@ -24,7 +24,7 @@ struct FetchCommand: AsyncParsableCommand {
         let (origin, appliance) = try Origin.splitApplianceURL(url)
         let catalogClient = try client.makeClient(primary: [origin], rollback: rollback.protection, logger: logger)
         defer { catalogClient.fetcher.shutdown() }
-        let loader = ChunkLoader(client: catalogClient, cache: noCache ? nil : try client.makeCache(logger: logger))
+        let loader = ChunkRouter(client: catalogClient, cache: noCache ? nil : try client.makeCache(logger: logger))
         let bar = TerminalProgressBar(label: "fetch")
         let report = try await ApplianceDownloader(loader: loader, logger: logger).download(appliance, into: outDir, progress: bar.handler)
         bar.finish()

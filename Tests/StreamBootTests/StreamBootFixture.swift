@@ -150,12 +150,12 @@ final class StreamBootFixture: @unchecked Sendable {
 
     /// A client stack with its own (empty) cache directory.
     func loader(cache: String, retry: RetryPolicy = RetryPolicy(), stallTimeout: Double = 5, origin: String? = nil,
-                rollback: RollbackProtection? = nil) throws -> ChunkLoader {
+                rollback: RollbackProtection? = nil) throws -> ChunkRouter {
         var configuration = Fetcher.Configuration()
         configuration.stallTimeoutSeconds = stallTimeout
         let fetcher = try Fetcher(configuration: configuration, logger: logger)
         let client = try CatalogClient(origins: [try Origin(origin ?? url)], trust: .key(key.publicKey), fetcher: fetcher, retry: retry,
                                        rollbackProtection: rollback, logger: logger)
-        return ChunkLoader(client: client, cache: try ChunkCache(root: base + "/" + cache, capacityBytes: 1 << 30, logger: logger))
+        return ChunkRouter(client: client, cache: try ChunkCache(root: base + "/" + cache, capacityBytes: 1 << 30, logger: logger))
     }
 }

@@ -8,7 +8,7 @@ struct ClientHarness {
     let fetcher: Fetcher
     let client: CatalogClient
     let cache: ChunkCache?
-    let loader: ChunkLoader
+    let loader: ChunkRouter
 
     static let logger: Logger = {
         var logger = Logger(label: "streamvm.test")
@@ -33,7 +33,7 @@ struct ClientHarness {
         client = try CatalogClient(origins: origins.map { try Origin($0) }, trust: trust, fetcher: fetcher,
                                    retry: retry, rollbackProtection: rollback, logger: Self.logger)
         cache = try cacheRoot.map { try ChunkCache(root: $0, capacityBytes: cacheCapacity, logger: Self.logger) }
-        loader = ChunkLoader(client: client, cache: cache)
+        loader = ChunkRouter(client: client, cache: cache)
     }
 
     func shutdown() { fetcher.shutdown() }

@@ -124,7 +124,7 @@ public struct ClientBenchmark: Sendable {
 
     private struct Session {
         let client: CatalogClient
-        let loader: ChunkLoader
+        let loader: ChunkRouter
         let manifest: Manifest
         func shutdown() { client.fetcher.shutdown() }
     }
@@ -138,7 +138,7 @@ public struct ClientBenchmark: Sendable {
         let cache = try cacheDirectory.map { try ChunkCache(root: $0, capacityBytes: 1 << 40, logger: logger) }
         let (catalog, _) = try await client.loadCatalog()
         let (manifest, _) = try await client.loadManifest(try catalog.index.resolve(appliance).entry.manifest)
-        return Session(client: client, loader: ChunkLoader(client: client, cache: cache), manifest: manifest)
+        return Session(client: client, loader: ChunkRouter(client: client, cache: cache), manifest: manifest)
     }
 
     public func run(profiles: [Profile]) async throws -> Report {

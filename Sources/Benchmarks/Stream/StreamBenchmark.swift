@@ -47,6 +47,12 @@ public struct StreamBenchmark: Sendable {
         /// Resumes: userfaultfd faults on guest memory, and pages installed ahead of the guest.
         public var page_faults: Int? = nil
         public var pages_installed: Int? = nil
+        /// Resumes: page source time per faulted data page (fault-to-page before the UFFDIO_COPY),
+        /// for pages whose chunk was local and for pages that waited for a fetch.
+        public var fault_local_p50_ms: Double? = nil
+        public var fault_local_count: Int? = nil
+        public var fault_fetched_p50_ms: Double? = nil
+        public var fault_fetched_count: Int? = nil
         /// This run's oracle: RTT + `oracle_bytes` ÷ rate (nil when the run never reached READY).
         public var oracle_ttr_s: Double? = nil
         /// Compressed bytes this run's guest needed before READY: what must be whole before the start
@@ -243,10 +249,18 @@ public struct StreamBenchmark: Sendable {
                                                 demand_misses: outcome.trace.records.filter { $0.outcome == .demandMiss }.count,
                                                 guest_start_s: report.traceStartSeconds + (report.bufferingSeconds ?? 0),
                                                 page_faults: report.memoryPageFaults, pages_installed: report.memoryPagesInstalled,
+                                                fault_local_p50_ms: report.memoryPageReads?.localP50Milliseconds,
+                                                fault_local_count: report.memoryPageReads?.localCount,
+                                                fault_fetched_p50_ms: report.memoryPageReads?.fetchedP50Milliseconds,
+                                                fault_fetched_count: report.memoryPageReads?.fetchedCount,
                                                 oracle_ttr_s: oracle?.seconds, oracle_bytes: oracle?.bytes,
                                                 oracle_ratio: Self.ratio(report.readySeconds, to: oracle?.seconds))
             progress?("mode \(mode.rawValue): ready at \(report.readySeconds.map { String(format: "%.2f s", $0) } ?? "never"), "
-                      + "\(report.stallsAfterReady) stalls after ready, \(report.bytesReceived) bytes, \(report.stopReason)")
+                      + "\(report.stallsAfterReady) stalls after ready, \(report.bytesReceived) bytes, \(report.stopReason)"
+                      + (report.memoryPageReads.map { reads in
+                          let ms = { (value: Double?) in value.map { String(format: "%.3f ms", $0) } ?? "-" }
+                          return "; fault-to-page p50 local \(ms(reads.localP50Milliseconds)) (\(reads.localCount)), fetched \(ms(reads.fetchedP50Milliseconds)) (\(reads.fetchedCount))"
+                      } ?? ""))
             if report.readySeconds == nil || outcome.reason != .powerOff(code: 0) {
                 // The console is the only record of why a guest died (a panic, a failed check).
                 let tail = outcome.console.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).suffix(60).joined(separator: "\n")
@@ -282,7 +296,7 @@ public struct StreamBenchmark: Sendable {
         let fetcher = try Fetcher(configuration: fetcherConfiguration, logger: logger)
         defer { fetcher.shutdown() }
         let client = try CatalogClient(origins: [origin], trust: .insecure, fetcher: fetcher, logger: logger)
-        let loader = ChunkLoader(client: client, cache: try ChunkCache(root: cache, capacityBytes: 8 << 30, logger: logger))
+        let loader = ChunkRouter(client: client, cache: try ChunkCache(root: cache, capacityBytes: 8 << 30, logger: logger))
         var options = StreamBootSession.Options(reference: name)
         options.prefetch = mode
         options.timeout = .seconds(Int64(timeoutSeconds))
