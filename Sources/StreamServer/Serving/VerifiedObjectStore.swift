@@ -23,7 +23,7 @@ public final class VerifiedObjectStore: Sendable {
         /// Total bytes of verified object copies kept in memory.
         public var cacheBytes: Int
         /// Objects up to this size are eligible for the memory cache and are answered from memory.
-        /// Larger ones are sent from their file in 1 MiB blocks, whose identity is checked per block,
+        /// Larger ones are sent from their file in blocks (`ObjectResponses.fileBlockBytes`), whose identity is checked per block,
         /// so a request costs at most a block of memory however large the object: reading them
         /// whole per request let 100 concurrent streams of one 32 MiB object pin 1.3 GiB.
         public var cacheObjectBytes: Int
