@@ -35,6 +35,7 @@ import Testing
         let baseline = ConnectionLeakTests.openDescriptors(server, catalogue)
 
         // 60 connections from 127.0.0.1 that never finish a head: 40 are admitted, 20 refused at once.
+        let connected = ContinuousClock.now
         var idle = [RawSocket]()
         for index in 0..<60 {
             let socket = RawSocket.connect(port: server.port)
@@ -55,7 +56,11 @@ import Testing
         try await Task.sleep(for: .milliseconds(700))
         let idleSockets = idle
         let refusedAtOnce = try await offPool { idleSockets.filter { $0.isClosedByServer() }.count }
-        #expect(refusedAtOnce == 20, "connections beyond --max-connections-per-address are closed at accept")
+        // (On a host so busy that the check came after the deadline, all 60 are closed by then.)
+        if ContinuousClock.now - connected < .seconds(3) {
+            #expect(refusedAtOnce == 20, "connections beyond --max-connections-per-address are closed at accept")
+        }
+        #expect(refusedAtOnce >= 20)
         #expect(metricValue(server, Self.refusedByAddress) == 20)
 
         // Meanwhile a normal client from another address is served, over HTTP/1.1 and h2c.
@@ -132,7 +137,8 @@ import Testing
             options.connectionLimits.maxConnections = 10
         }
         let held = (0..<10).map { _ in RawSocket.connect(port: server.port) }
-        try await Task.sleep(for: .milliseconds(500))
+        // Admission happens on two event loops: wait until all ten hold their slots (bounded).
+        for _ in 0..<100 where metricValue(server, "streamvm_connections_open") < 10 { try await Task.sleep(for: .milliseconds(50)) }
         let extra = RawSocket.connect(port: server.port, from: "127.0.0.2")
         let ending = try await offPool { extra.readToEnd(seconds: 10) }
         extra.close()

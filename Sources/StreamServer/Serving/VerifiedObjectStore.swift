@@ -23,9 +23,10 @@ public final class VerifiedObjectStore: Sendable {
         /// Total bytes of verified object copies kept in memory.
         public var cacheBytes: Int
         /// Objects up to this size are eligible for the memory cache and are answered from memory.
-        /// Larger ones are sent from their file in blocks (`ObjectResponses.fileBlockBytes`), whose identity is checked per block,
-        /// so a request costs at most a block of memory however large the object: reading them
-        /// whole per request let 100 concurrent streams of one 32 MiB object pin 1.3 GiB.
+        /// Larger ones are sent from their file in blocks (`ObjectResponses.fileBlockBytes`), the
+        /// file's identity checked per block, so a request costs a few blocks of memory however
+        /// large the object: reading them whole per request let 100 concurrent streams of one
+        /// 32 MiB object pin 1.3 GiB.
         public var cacheObjectBytes: Int
 
         public init(cacheBytes: Int = 512 << 20, cacheObjectBytes: Int = 1 << 20) {

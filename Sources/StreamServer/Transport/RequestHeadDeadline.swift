@@ -14,6 +14,8 @@ final class RequestHeadDeadline: ChannelInboundHandler, RemovableChannelHandler 
     private let metrics: ServerMetrics
     private let log: RateLimitedLog
     private var scheduled: Scheduled<Void>?
+    /// Bytes arrived since the deadline was armed: a head may be on its way through the pipeline.
+    private var readSinceArmed = false
     private var context: ChannelHandlerContext?
 
     init(timeout: TimeAmount, metrics: ServerMetrics, log: RateLimitedLog) {
@@ -50,9 +52,9 @@ final class RequestHeadDeadline: ChannelInboundHandler, RemovableChannelHandler 
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         // Half-closes are allowed (an HTTP/1.1 request may be followed by FIN), but a client that
-        // closes its sending side while a head is awaited can never send one: free its slot now
-        // rather than at the deadline.
-        if let event = event as? ChannelEvent, event == .inputClosed, scheduled != nil || !clientMayHalfClose {
+        // closed its sending side without sending anything since the last answer can never send a
+        // head: free its slot now rather than at the deadline.
+        if let event = event as? ChannelEvent, event == .inputClosed, (scheduled != nil && !readSinceArmed) || !clientMayHalfClose {
             disarm()
             context.close(promise: nil)
             return
@@ -60,9 +62,15 @@ final class RequestHeadDeadline: ChannelInboundHandler, RemovableChannelHandler 
         context.fireUserInboundEventTriggered(event)
     }
 
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        readSinceArmed = true
+        context.fireChannelRead(data)
+    }
+
     /// Starts a new full `timeout` for the next request head.
     func arm() {
         guard let context else { return }
+        readSinceArmed = false
         scheduled?.cancel()
         scheduled = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
             scheduled = nil
