@@ -84,7 +84,9 @@ import Testing
             return idleSockets.filter { $0.isClosedByServer() }.count
         }
         #expect(allClosed == idle.count)
-        #expect(metricValue(server, Self.closedAtHeadDeadline) == 42, "40 admitted idle connections and 2 tricklers")
+        // 40 admitted idle connections and 2 tricklers (on a very busy host the normal client's
+        // connections may also have reached the deadline before they were closed).
+        #expect(metricValue(server, Self.closedAtHeadDeadline) >= 42)
         #expect(metricValue(server, Self.closedAsStalled) == 0)
         for socket in idle + tricklers { socket.close() }
         let settled = try await ConnectionLeakTests.settle(server, catalogue, to: baseline, within: 10)
