@@ -36,6 +36,8 @@ public final class CatalogServer: Sendable {
         public var learningKey: SigningKey?
         /// A connection that neither reads nor completes a write for this long is closed.
         public var stallTimeout: Duration = .seconds(30)
+        /// Caps on connections and deadlines for request heads and bodies (slowloris, endless uploads).
+        public var connectionLimits = ConnectionLimits()
         /// How long a graceful shutdown waits for open connections before cancelling them.
         public var shutdownGrace: Duration = .seconds(5)
         public var limits = VerifiedObjectStore.Limits()
@@ -66,6 +68,10 @@ public final class CatalogServer: Sendable {
     public init(options: Options, logger: Logger) throws {
         self.options = options
         self.logger = logger
+        let limits = options.connectionLimits
+        guard limits.maxConnections >= 1, limits.maxConnectionsPerAddress >= 1, limits.headTimeout > .zero, limits.bodyTimeout > .zero else {
+            throw ServerError.invalidOption("connection caps must be at least 1 and the head and body timeouts positive")
+        }
         if (options.tlsCertificate == nil) != (options.tlsKey == nil) {
             throw ServerError.invalidOption("--tls-cert and --tls-key go together")
         }
@@ -142,17 +148,20 @@ public final class CatalogServer: Sendable {
         await group?.triggerGracefulShutdown()
     }
 
-    /// Plaintext: h2c or HTTP/1.1 chosen per connection; TLS: ALPN chooses. Both stall-guarded. On
+    /// Plaintext: h2c or HTTP/1.1 chosen per connection; TLS: ALPN chooses. Both guarded by
+    /// `ConnectionLimits` and the stall timeout (`GuardedChannel`). On
     /// HTTP/2, reads of cached verified objects are answered on the event loop (`ObjectFastPathHandler`);
     /// everything else, and all of HTTP/1.1, goes to the responder.
     private func serverBuilder() throws -> HTTPServerBuilder {
-        let streamTimeout = options.stallTimeout
-        let timeout = TimeAmount.nanoseconds(Int64(streamTimeout.components.seconds) * 1_000_000_000 + streamTimeout.components.attoseconds / 1_000_000_000)
-        let streamConfiguration = HTTP1Channel.Configuration(idleTimeout: timeout)
+        let guards = ConnectionGuards(limits: options.connectionLimits, stallTimeout: options.stallTimeout, metrics: metrics, logger: logger)
+        let connectionConfiguration = HTTP1Channel.Configuration(additionalChannelHandlers: [guards.requestLimits(.http1)],
+                                                                 idleTimeout: guards.stallTimeout)
+        let streamConfiguration = HTTP1Channel.Configuration(idleTimeout: guards.stallTimeout)
         let tuning = options.http2, store = self.store, metrics = self.metrics
         @Sendable func channels(_ responder: @escaping HTTPChannelHandler.Responder) -> (HTTP1Channel, HTTP2ConnectionChannel) {
-            (HTTP1Channel(responder: responder, configuration: streamConfiguration),
-             HTTP2ConnectionChannel(responder: responder, configuration: streamConfiguration, tuning: tuning, store: store, metrics: metrics))
+            (HTTP1Channel(responder: responder, configuration: connectionConfiguration),
+             HTTP2ConnectionChannel(responder: responder, configuration: streamConfiguration, tuning: tuning, store: store, metrics: metrics,
+                                    guards: guards))
         }
         if let certificate = options.tlsCertificate, let key = options.tlsKey {
             let tls = TLSConfiguration.makeServerConfiguration(
@@ -162,12 +171,12 @@ public final class CatalogServer: Sendable {
             _ = try NIOSSLContext(configuration: tls)
             return HTTPServerBuilder { responder in
                 let (http1, http2) = channels(responder)
-                return StallGuardedChannel(try TLSHTTPChannel(tls: tls, http1: http1, http2: http2), timeout: timeout)
+                return GuardedChannel(try TLSHTTPChannel(tls: tls, http1: http1, http2: http2), guards: guards)
             }
         }
         return HTTPServerBuilder { responder in
             let (http1, http2) = channels(responder)
-            return StallGuardedChannel(PlaintextHTTPChannel(http1: http1, http2: http2), timeout: timeout)
+            return GuardedChannel(PlaintextHTTPChannel(http1: http1, http2: http2), guards: guards)
         }
     }
 }

@@ -44,6 +44,18 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("stall-timeout"), help: "Seconds after which a connection that makes no progress is closed.")
     var stallTimeout = 30
 
+    @Option(name: .customLong("max-connections"), help: "Open client connections in total; a connection beyond it is closed at accept.")
+    var maxConnections = ConnectionLimits().maxConnections
+
+    @Option(name: .customLong("max-connections-per-address"), help: "Open connections from one client IP address; a connection beyond it is closed at accept.")
+    var maxConnectionsPerAddress = ConnectionLimits().maxConnectionsPerAddress
+
+    @Option(name: .customLong("head-timeout"), help: "Seconds a connection has to send a complete request head (from accept, and on HTTP/1.1 from the end of the previous response); then it is closed.")
+    var headTimeout = Int(ConnectionLimits().headTimeout.components.seconds)
+
+    @Option(name: .customLong("body-timeout"), help: "Seconds an upload body has to arrive completely after its head; then the connection (HTTP/2: the stream) is closed and nothing is stored.")
+    var bodyTimeout = Int(ConnectionLimits().bodyTimeout.components.seconds)
+
     @Option(name: .customLong("cache-mib"), help: "MiB of verified small objects kept in memory.")
     var cacheMiB = 512
 
@@ -78,6 +90,14 @@ struct ServeCommand: AsyncParsableCommand {
         options.traceDirectory = traceDirectory
         options.learningKey = try learnKey.map { try SigningKey(file: $0) }
         options.stallTimeout = .seconds(max(1, stallTimeout))
+        guard maxConnections >= 1, maxConnectionsPerAddress >= 1 else {
+            throw ValidationError("--max-connections and --max-connections-per-address must be at least 1")
+        }
+        guard headTimeout >= 1, bodyTimeout >= 1 else { throw ValidationError("--head-timeout and --body-timeout must be at least 1 second") }
+        options.connectionLimits.maxConnections = maxConnections
+        options.connectionLimits.maxConnectionsPerAddress = maxConnectionsPerAddress
+        options.connectionLimits.headTimeout = .seconds(headTimeout)
+        options.connectionLimits.bodyTimeout = .seconds(bodyTimeout)
         guard (1...65535).contains(h2MaxStreams) else { throw ValidationError("--h2-max-streams must be 1-65535, not \(h2MaxStreams)") }
         guard (65535...Int(Int32.max)).contains(h2InitialWindow) else {
             throw ValidationError("--h2-initial-window must be 65535-2147483647 bytes, not \(h2InitialWindow)")

@@ -7,9 +7,11 @@ import Testing
 public enum HostTools {
     public static let nginx = firstExecutable(["/usr/sbin/nginx", "/usr/bin/nginx"])
     public static let openssl = firstExecutable(["/usr/bin/openssl"])
+    public static let h2load = firstExecutable(["/usr/bin/h2load"])
 
     public static var hasNginx: Bool { nginx != nil }
     public static var hasOpenSSL: Bool { openssl != nil }
+    public static var hasH2load: Bool { h2load != nil }
 
     private static func firstExecutable(_ candidates: [String]) -> String? {
         candidates.first { FileManager.default.isExecutableFile(atPath: $0) }
@@ -20,6 +22,11 @@ extension Trait where Self == ConditionTrait {
     /// The test runs nginx as a real HTTP/2 peer.
     public static var needsNginx: Self {
         .enabled(if: HostTools.hasNginx, "nginx is not installed (apt-get install nginx-light): real-peer test skipped")
+    }
+
+    /// The test drives many HTTP/2 streams with h2load (nghttp2's load generator).
+    public static var needsH2load: Self {
+        .enabled(if: HostTools.hasH2load, "h2load is not installed (apt-get install nghttp2-client): load test skipped")
     }
 
     /// The test makes a TLS certificate with the openssl tool.

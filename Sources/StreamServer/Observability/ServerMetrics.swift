@@ -14,6 +14,9 @@ public final class ServerMetrics: Sendable {
     private let scrubbed: Counter
     private let cacheBytes: Gauge
     private let eventLoopAnswers: Counter
+    private let connectionsOpen: Gauge
+    private let connectionsAccepted: Counter
+    private let connectionCounters = NIOLockedValueBox<[String: Counter]>([:])
 
     private struct RequestKey: Hashable {
         var method: String
@@ -41,6 +44,8 @@ public final class ServerMetrics: Sendable {
         eventLoopAnswers = registry.makeCounter(name: "streamvm_http_event_loop_answers_total",
                                                 help: "HTTP/2 reads of cached verified objects answered on the event loop (also counted in streamvm_http_requests_total).")
         cacheBytes = registry.makeGauge(name: "streamvm_object_cache_bytes", help: "Bytes of verified objects held in memory.")
+        connectionsOpen = registry.makeGauge(name: "streamvm_connections_open", help: "Client connections open now (admitted, not yet closed).")
+        connectionsAccepted = registry.makeCounter(name: "streamvm_connections_accepted_total", help: "Client connections admitted.")
     }
 
     /// Counts one finished request.
@@ -69,6 +74,36 @@ public final class ServerMetrics: Sendable {
             counters[kind] = counter
             return counter
         }.increment()
+    }
+
+    func recordConnectionOpened() {
+        connectionsAccepted.increment()
+        connectionsOpen.increment()
+    }
+
+    func recordConnectionClosed() { connectionsOpen.decrement() }
+
+    /// A connection closed at accept because a cap was reached (`total_limit`, `address_limit`).
+    func recordConnectionRefused(_ reason: String) {
+        connectionCounter("streamvm_connections_refused_total", reason,
+                          help: "Connections closed at accept because a connection cap was reached, by cap.").increment()
+    }
+
+    /// A connection (or HTTP/2 stream) the server closed because a limit was reached (`head_timeout`,
+    /// `body_timeout`, `stall`).
+    func recordConnectionClosedByServer(_ reason: String) {
+        connectionCounter("streamvm_connections_closed_by_limit_total", reason,
+                          help: "Connections (HTTP/2: streams, for body_timeout) the server closed at a time limit, by limit.").increment()
+    }
+
+    private func connectionCounter(_ name: String, _ reason: String, help: String) -> Counter {
+        connectionCounters.withLockedValue { counters in
+            let key = name + "/" + reason
+            if let counter = counters[key] { return counter }
+            let counter = registry.makeCounter(name: name, labels: [("reason", reason)], help: help)
+            counters[key] = counter
+            return counter
+        }
     }
 
     func recordVerification(good: Bool) { verifications[good]!.increment() }

@@ -103,12 +103,12 @@ public struct CatalogResponder: HTTPResponder {
         if let refusal = authorize(request, with: token, purpose: .catalogueWrites) { return refusal }
         let limit = uploads.maximumBodyBytes(object)
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
-            return Self.plain(.contentTooLarge, "\(object.path) may be at most \(limit) bytes\n")
+            return tooLarge("\(object.path) may be at most \(limit) bytes\n")
         }
         var request = request
         let body: ByteBuffer
         do { body = try await request.collectBody(upTo: limit) } catch is NIOTooManyBytesError {
-            return Self.plain(.contentTooLarge, "\(object.path) may be at most \(limit) bytes\n")
+            return tooLarge("\(object.path) may be at most \(limit) bytes\n")
         }
         switch try await uploads.put(object, body: body) {
         case .stored:
@@ -132,8 +132,11 @@ public struct CatalogResponder: HTTPResponder {
         let limit = TraceStore.maximumTraceBytes
         var request = request
         let body: ByteBuffer
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+            return tooLarge("a trace may be at most \(limit) bytes\n")
+        }
         do { body = try await request.collectBody(upTo: limit) } catch is NIOTooManyBytesError {
-            return Self.plain(.contentTooLarge, "a trace may be at most \(limit) bytes\n")
+            return tooLarge("a trace may be at most \(limit) bytes\n")
         }
         switch try await traces.store(appliance: appliance, body: body) {
         case .stored(let name):
@@ -144,6 +147,17 @@ public struct CatalogResponder: HTTPResponder {
             metrics.recordError("upload_rejected")
             return Self.plain(.badRequest, why + "\n")
         }
+    }
+
+    /// 413 for an upload over its cap, declared or found while reading. Nothing was stored (bodies
+    /// are collected in memory and verified before anything is written). `Connection: close` makes
+    /// `HTTPRequestLimits` close the connection (HTTP/2: reset the stream) after the answer instead of
+    /// reading and discarding the rest of a body that may never end.
+    private func tooLarge(_ text: String) -> Response {
+        metrics.recordError("upload_too_large")
+        var response = Self.plain(.contentTooLarge, text)
+        response.headers[.connection] = "close"
+        return response
     }
 
     /// What a token authorises: each has its own secret, so a trace uploader cannot write the catalogue.

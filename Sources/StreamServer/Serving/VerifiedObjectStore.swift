@@ -20,15 +20,16 @@ public final class VerifiedObjectStore: Sendable {
     }
 
     public struct Limits: Sendable {
-        /// Objects up to this size are read whole, verified and served from memory.
-        public var inMemoryObjectBytes: Int
         /// Total bytes of verified object copies kept in memory.
         public var cacheBytes: Int
-        /// Objects up to this size are eligible for the memory cache.
+        /// Objects up to this size are eligible for the memory cache and are answered from memory.
+        /// Larger ones are sent from their file in blocks (`ObjectResponses.fileBlockBytes`), the
+        /// file's identity checked per block, so a request costs a few blocks of memory however
+        /// large the object: reading them whole per request let 100 concurrent streams of one
+        /// 32 MiB object pin 1.3 GiB.
         public var cacheObjectBytes: Int
 
-        public init(inMemoryObjectBytes: Int = 64 << 20, cacheBytes: Int = 512 << 20, cacheObjectBytes: Int = 1 << 20) {
-            self.inMemoryObjectBytes = inMemoryObjectBytes
+        public init(cacheBytes: Int = 512 << 20, cacheObjectBytes: Int = 1 << 20) {
             self.cacheBytes = cacheBytes
             self.cacheObjectBytes = cacheObjectBytes
         }
@@ -65,7 +66,7 @@ public final class VerifiedObjectStore: Sendable {
         switch state.withLockedValue({ $0.entry(for: object, identity: identity) }) {
         case .verified(let cached?):
             return .servable(ServableObject(object: object, identity: identity, source: .memory(cached.bytes)))
-        case .verified(nil) where identity.size > limits.inMemoryObjectBytes:
+        case .verified(nil) where identity.size > limits.cacheObjectBytes:
             return .servable(ServableObject(object: object, identity: identity, source: .file(path)))
         case .verified(nil):
             // Verified before but not cached: read the same file again, checking its identity.
@@ -114,7 +115,7 @@ public final class VerifiedObjectStore: Sendable {
     public var cachedBytes: Int { state.withLockedValue { $0.cachedBytes } }
 
     private func verify(_ object: CatalogObject, path: String, keepInCache: Bool = true) async throws -> Lookup {
-        let limit = max(limits.inMemoryObjectBytes, directory.maximumObjectBytes(object))
+        let limit = directory.maximumObjectBytes(object)
         let (lookup, identity) = try await threadPool.runIfActive { [allocator, verifiers, trust] () throws -> (Lookup, FileIdentity?) in
             // A file that keeps changing while being read is reported after a few attempts.
             for _ in 0..<3 {
@@ -131,7 +132,7 @@ public final class VerifiedObjectStore: Sendable {
                     } catch {
                         return (.corrupt(reason: String(describing: error)), identity)
                     }
-                    let source: ServableObject.Source = identity.size > self.limits.inMemoryObjectBytes ? .file(path) : .memory(bytes)
+                    let source: ServableObject.Source = identity.size > self.limits.cacheObjectBytes ? .file(path) : .memory(bytes)
                     return (.servable(ServableObject(object: object, identity: identity, source: source)), identity)
                 }
             }

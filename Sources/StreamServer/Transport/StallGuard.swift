@@ -1,35 +1,5 @@
-import HummingbirdCore
 import Logging
 import NIOCore
-
-/// Wraps a connection type so that a connection on which nothing is read, nothing is written and
-/// nothing drains for `timeout` is closed: stalled clients (never sending, never reading) cannot pin
-/// descriptors and buffers forever. Progress in either direction, however slow, keeps a connection open.
-public struct StallGuardedChannel<Inner: ServerChildChannel>: ServerChildChannel {
-    public typealias Value = Inner.Value
-
-    let inner: Inner
-    let timeout: TimeAmount
-
-    public init(_ inner: Inner, timeout: TimeAmount) {
-        self.inner = inner
-        self.timeout = timeout
-    }
-
-    public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        do {
-            // First in the pipeline, so that it sees raw bytes and the socket's writability.
-            try channel.pipeline.syncOperations.addHandler(StallGuard(timeout: timeout, logger: logger), position: .first)
-        } catch {
-            return channel.eventLoop.makeFailedFuture(error)
-        }
-        return inner.setup(channel: channel, logger: logger)
-    }
-
-    public func handle(value: Value, logger: Logger) async {
-        await inner.handle(value: value, logger: logger)
-    }
-}
 
 /// Closes the connection when a whole `timeout` passes without progress: no bytes read, no write
 /// handed to the socket and no change of writability (a socket that was full draining again).
@@ -44,13 +14,15 @@ final class StallGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = NIOAny
 
     private let timeout: TimeAmount
-    private let logger: Logger
+    private let metrics: ServerMetrics
+    private let log: RateLimitedLog
     private var progressed = false
     private var check: Scheduled<Void>?
 
-    init(timeout: TimeAmount, logger: Logger) {
+    init(timeout: TimeAmount, metrics: ServerMetrics, log: RateLimitedLog) {
         self.timeout = timeout
-        self.logger = logger
+        self.metrics = metrics
+        self.log = log
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -96,7 +68,10 @@ final class StallGuard: ChannelDuplexHandler, RemovableChannelHandler {
                 schedule(context)
                 return
             }
-            logger.debug("closing a connection that made no progress", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "?")"])
+            metrics.recordConnectionClosedByServer("stall")
+            log.notice("stall", "closing a connection that made no progress", metadata: [
+                "client": "\(ConnectionAdmission.clientAddress(context.channel))", "limit": "--stall-timeout",
+            ])
             context.close(promise: nil)
         }
     }
