@@ -16,7 +16,7 @@ public func fuzzRequestTarget(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> C
 }
 
 func seeds() throws -> [String: Data] {
-    let digest = Digest.of(Data("chunk".utf8)).hex
+    let digest = String(repeating: "5e", count: 32) // any SHA-256 hex name
     return [
         "catalog": Data("/catalog.json".utf8),
         "chunk": Data("/chunks/\(digest.prefix(2))/\(digest).zst".utf8),
@@ -31,4 +31,10 @@ func seeds() throws -> [String: Data] {
 public func initialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>?) -> CInt {
     SeedCorpus.writeIfAsked(seeds)
     return 0
+}
+
+/// The entry point SwiftPM's link gives this executable (`FuzzDriver`).
+@_cdecl("fuzz_request_target_main")
+public func entryPoint(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    FuzzDriver.main(argc, argv, fuzzRequestTarget)
 }

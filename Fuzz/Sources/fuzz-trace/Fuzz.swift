@@ -34,3 +34,9 @@ public func initialize(_ argc: UnsafeMutablePointer<CInt>?, _ argv: UnsafeMutabl
     SeedCorpus.writeIfAsked(seeds)
     return 0
 }
+
+/// The entry point SwiftPM's link gives this executable (`FuzzDriver`).
+@_cdecl("fuzz_trace_main")
+public func entryPoint(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    FuzzDriver.main(argc, argv, fuzzTrace)
+}

@@ -110,3 +110,9 @@ public func initializeVirtioBlock(_ argc: UnsafeMutablePointer<CInt>?, _ argv: U
     }
     return 0
 }
+
+/// The entry point SwiftPM's link gives this executable (`FuzzDriver`).
+@_cdecl("fuzz_virtio_blk_main")
+public func entryPoint(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    FuzzDriver.main(argc, argv, fuzzVirtioBlock)
+}

@@ -95,3 +95,9 @@ public func initializeVirtioMMIO(_ argc: UnsafeMutablePointer<CInt>?, _ argv: Un
     }
     return 0
 }
+
+/// The entry point SwiftPM's link gives this executable (`FuzzDriver`).
+@_cdecl("fuzz_virtio_mmio_main")
+public func entryPoint(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    FuzzDriver.main(argc, argv, fuzzVirtioMMIO)
+}

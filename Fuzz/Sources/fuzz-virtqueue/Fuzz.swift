@@ -88,3 +88,9 @@ public func initializeVirtqueue(_ argc: UnsafeMutablePointer<CInt>?, _ argv: Uns
     }
     return 0
 }
+
+/// The entry point SwiftPM's link gives this executable (`FuzzDriver`).
+@_cdecl("fuzz_virtqueue_main")
+public func entryPoint(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    FuzzDriver.main(argc, argv, fuzzVirtqueue)
+}

@@ -60,3 +60,9 @@ public func initializeVMState(_ argc: UnsafeMutablePointer<CInt>?, _ argv: Unsaf
     }
     return 0
 }
+
+/// The entry point SwiftPM's link gives this executable (`FuzzDriver`).
+@_cdecl("fuzz_vmstate_main")
+public func entryPoint(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+    FuzzDriver.main(argc, argv, fuzzVMState)
+}
