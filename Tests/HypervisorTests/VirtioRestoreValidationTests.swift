@@ -22,7 +22,7 @@ struct VirtioRestoreValidationTests {
 
     func transport(_ directory: TemporaryDirectory) throws -> (VirtioMMIOTransport, GuestMemory) {
         let path = directory.sub("disk.img")
-        FileManager.default.createFile(atPath: path, contents: Data(count: 16 * 512))
+        _ = FileManager.default.createFile(atPath: path, contents: Data(count: 16 * 512))
         let memory = try GuestMemory(size: 64 << 10)
         let transport = VirtioMMIOTransport(device: VirtioBlock(backend: try RawFileBackend(path: path, readOnly: false)),
                                             memory: memory, interrupt: EdgeCounter(), logger: Logger(label: "test"))
