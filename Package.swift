@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
         .library(name: "Dedup", targets: ["Dedup"]),
         .library(name: "Dilation", targets: ["Dilation"]),
+        // For the fuzz package (Fuzz/), which drives the control API's request parsing.
+        .library(name: "ControlAPI", targets: ["ControlAPI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),

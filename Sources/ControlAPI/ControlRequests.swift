@@ -2,24 +2,25 @@ import Foundation
 
 /// The bodies the control API accepts, parsed strictly: the body must be one JSON object, every
 /// field must be known and of the right type, and each error names the field (Firecracker also
-/// refuses unknown fields, so a typo never passes silently).
-enum ControlRequests {
+/// refuses unknown fields, so a typo never passes silently). Public only for the fuzz package (Fuzz/),
+/// which drives these parsers from outside the main package.
+public enum ControlRequests {
     /// Control bodies are a few hundred bytes; anything larger is refused before parsing.
-    static let maximumBodyBytes = 64 << 10
+    public static let maximumBodyBytes = 64 << 10
 
     /// `PATCH /vm`: `{"state": "Paused" | "Resumed"}`.
-    enum VMStateChange: String, Sendable {
+    public enum VMStateChange: String, Sendable {
         case paused = "Paused"
         case resumed = "Resumed"
     }
 
     /// `PUT /snapshot/create`: where the state (vmstate.json) and guest RAM (memory.img) go.
-    struct SnapshotCreate: Sendable, Equatable {
-        var snapshotPath: String
-        var memoryFilePath: String
+    public struct SnapshotCreate: Sendable, Equatable {
+        public var snapshotPath: String
+        public var memoryFilePath: String
     }
 
-    static func vmStateChange(_ body: Data) throws(ControlAPIError) -> VMStateChange {
+    public static func vmStateChange(_ body: Data) throws(ControlAPIError) -> VMStateChange {
         let object = try jsonObject(body, allowed: ["state"])
         let text = try string(object, "state")
         guard let change = VMStateChange(rawValue: text) else {
@@ -28,7 +29,7 @@ enum ControlRequests {
         return change
     }
 
-    static func snapshotCreate(_ body: Data) throws(ControlAPIError) -> SnapshotCreate {
+    public static func snapshotCreate(_ body: Data) throws(ControlAPIError) -> SnapshotCreate {
         let object = try jsonObject(body, allowed: ["snapshot_path", "mem_file_path", "snapshot_type", "version"])
         if object["snapshot_type"] != nil {
             let type = try string(object, "snapshot_type")

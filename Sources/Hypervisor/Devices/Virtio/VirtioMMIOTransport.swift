@@ -93,10 +93,16 @@ public final class VirtioMMIOTransport: BusDevice {
     /// The transport's state, to be saved with a snapshot (after any queue run in progress).
     public func snapshot() -> State { queueWork.withLock { _ in state.withLock { $0 } } }
 
-    /// Replaces the transport's state with a saved one (same device type and queue count).
+    /// Replaces the transport's state with a saved one (same device type and queue count). A saved
+    /// ready queue must pass the check a guest's QueueReady write passes (`Virtqueue.isValid`): a
+    /// restored machine runs its queues at once, and a vmstate.json with rings outside guest RAM made
+    /// the ring arithmetic overflow and trap the VMM (found by Fuzz/fuzz-vmstate).
     public func restore(_ saved: State) throws {
         guard saved.queues.map(\.maximumSize) == device.queueMaximumSizes else {
             throw HypervisorError.invalidConfiguration("virtio snapshot has queues \(saved.queues.map(\.maximumSize)), device has \(device.queueMaximumSizes)")
+        }
+        for (index, queue) in saved.queues.enumerated() where queue.isReady && !queue.isValid(in: memory) {
+            throw HypervisorError.invalidSnapshot("virtio queue \(index) is ready but its size \(queue.size) or rings (descriptors 0x\(String(queue.descriptorTable, radix: 16)), available 0x\(String(queue.availableRing, radix: 16)), used 0x\(String(queue.usedRing, radix: 16))) do not fit guest RAM")
         }
         queueWork.withLock { _ in state.withLock { $0 = saved } }
     }
