@@ -13,6 +13,7 @@
 #   binutils gcc make libc6-dev  extracting/inspecting vmlinux, building the module and lab helpers
 #   openssl                    deterministic incompressible appliance data (AES-CTR keystream)
 #   kmod                       depmod/modinfo used by the kernel package scripts
+#   jq                         reads and edits appliance.json and result JSON (host, and inside the lab via --bin)
 # With --microvm-kernel also what appliances/linux/build-microvm-kernel.sh needs:
 #   linux-source-6.1 bison flex libelf-dev bc
 #
@@ -29,6 +30,7 @@ PACKAGES=(
     lz4
     xz-utils
     zstd
+    jq
     binutils
     gcc
     make

@@ -68,7 +68,7 @@ link_files "$appliance" "$work/original" || failed "cannot copy $appliance"
 rm -f "$work/original/memory.img" "$work/original/vmstate.json"
 if [ "$extra" != - ]; then
     rm -f "$work/original/appliance.json"
-    sed "s|\"kernelCommandLine\": *\"\([^\"]*\)\"|\"kernelCommandLine\": \"\1 $extra\"|" "$appliance/appliance.json" >"$work/original/appliance.json"
+    jq --arg extra "$extra" '.kernelCommandLine = ((.kernelCommandLine // "") + " " + $extra)' "$appliance/appliance.json" >"$work/original/appliance.json"
 fi
 run_log=$out/original.log
 streamvm run --api-socket "$socket" "$work/original" --timeout "$timeout" </dev/null >"$run_log" 2>&1 &
@@ -85,7 +85,7 @@ say "step 2: PATCH /vm {\"state\":\"Paused\"} -> $status"
 [ "$status" = 204 ] || failed "pause answered $status: $(cat "$out/pause.json")"
 status=$(request state-paused GET /)
 say "step 2: GET / -> $status $(cat "$out/state-paused.json")"
-grep -q '"state" *: *"Paused"' "$out/state-paused.json" || failed "GET / does not say Paused"
+[ "$(jq -r '.state // empty' "$out/state-paused.json")" = Paused ] || failed "GET / does not say Paused"
 paused_lines=$(count "$progress" "$run_log")
 sleep 3
 [ "$(count "$progress" "$run_log")" = "$paused_lines" ] || failed "progress lines appeared while paused"

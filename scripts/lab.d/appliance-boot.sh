@@ -17,9 +17,11 @@
 set -u
 appliance=$1 runs=$2 mode=$3 json=$4 timeout=${5:-600} extra_args=${6:-}
 
-field() { sed -n "s/.*\"$1\": *\"\{0,1\}\([^\",]*\)\"\{0,1\}.*/\1/p" "$appliance/appliance.json"; }
+# appliance.json is read with jq (the host scripts copy it into the lab with `scripts/lab --bin`).
+command -v jq >/dev/null || { echo "appliance-boot: no jq in the lab (scripts/lab --bin \$(command -v jq))"; exit 2; }
+field() { jq -r --arg name "$1" '.[$name] // empty' "$appliance/appliance.json"; }
 marker=$(field readyMarker)
-cmdline=$(sed -n 's/.*"kernelCommandLine": *"\([^"]*\)".*/\1/p' "$appliance/appliance.json")
+cmdline=$(field kernelCommandLine)
 memory=$(field memoryMiB)
 vcpus=$(field vcpus)
 case $mode in
@@ -41,7 +43,7 @@ if [ "$mode" = streamvm ] && [ -n "$extra_args" ]; then
     mkdir -p "$target"
     for file in "$appliance"/*; do ln -sf "$(cd "$(dirname "$file")" && pwd)/$(basename "$file")" "$target/"; done
     rm -f "$target/appliance.json"
-    sed "s|\"kernelCommandLine\": *\"\([^\"]*\)\"|\"kernelCommandLine\": \"\1 $extra_args\"|" "$appliance/appliance.json" >"$target/appliance.json"
+    jq --arg extra "$extra_args" '.kernelCommandLine = ((.kernelCommandLine // "") + " " + $extra)' "$appliance/appliance.json" >"$target/appliance.json"
 fi
 
 # The first child process of <pid> (busybox here has no pgrep): field 4 of /proc/<n>/stat is the parent.

@@ -25,7 +25,8 @@ kvm_trace_start
 
 uptime_cs() { read -r up _ </proc/uptime; echo "${up%.*}${up#*.}"; }   # centiseconds
 seconds() { printf '%d.%02d' $(($1 / 100)) $(($1 % 100)); }
-marker=$(sed -n 's/.*"readyMarker": *"\([^"]*\)".*/\1/p' "$appliance/appliance.json")
+command -v jq >/dev/null || { echo "appliance-snapshot: no jq in the lab (scripts/lab --bin \$(command -v jq))"; exit 2; }
+marker=$(jq -r '.readyMarker // empty' "$appliance/appliance.json")
 failed() { echo "APPLIANCE-SNAPSHOT FAILED: $*"; kvm_trace_save "$out/kvm-shutdown-trace.txt"; exit 1; }
 # Shows a log on the lab console, indented.
 show() { sed 's/^/    | /' "$1"; }
