@@ -33,10 +33,7 @@ public struct UffdBenchmark: Sendable {
         }
     }
 
-    public struct Failure: Error, CustomStringConvertible {
-        public var description: String
-        init(_ description: String) { self.description = description }
-    }
+    public typealias Failure = BenchmarkFailure
 
     public struct Latency: Codable, Sendable {
         public var p50Nanoseconds: Double

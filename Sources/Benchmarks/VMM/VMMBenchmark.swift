@@ -34,10 +34,7 @@ public struct VMMBenchmark: Sendable {
         }
     }
 
-    public struct Failure: Error, CustomStringConvertible {
-        public var description: String
-        init(_ description: String) { self.description = description }
-    }
+    public typealias Failure = BenchmarkFailure
 
     public struct Summary: Codable, Sendable {
         public var minimum: Double
