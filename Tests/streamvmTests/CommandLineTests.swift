@@ -5,7 +5,7 @@ import TestSupport
 /// The command line as a user meets it: the built `streamvm` binary run as a child process. Help
 /// goes to stdout with status 0; a runtime error is one line naming the file and the problem, no
 /// usage banner, non-zero status.
-@Suite struct CommandLineTests {
+@Suite(.offCooperativePool) struct CommandLineTests {
     struct Outcome { var status: Int32; var stdout: String; var stderr: String }
 
     /// `streamvm` beside the test bundle: `swift build --build-tests` and `swift test` build every product.
