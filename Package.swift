@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "Hypervisor", targets: ["Hypervisor"]),
         .library(name: "Dedup", targets: ["Dedup"]),
         .library(name: "Dilation", targets: ["Dilation"]),
+        .library(name: "HostNetwork", targets: ["HostNetwork"]),
         // For the fuzz package (Fuzz/), which drives the control API's request parsing.
         .library(name: "ControlAPI", targets: ["ControlAPI"]),
     ],
@@ -85,8 +86,14 @@ let package = Package(
             dependencies: ["CKVM", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strictSettings),
         // Run many: identical-page sharing (Difference Engine) and dilated clocks (DieCast).
-        .target(name: "Dedup", dependencies: ["Hypervisor"], swiftSettings: strictSettings),
-        .target(name: "Dilation", swiftSettings: strictSettings),
+        .target(name: "Dedup", dependencies: ["Hypervisor", "CZstd"], swiftSettings: strictSettings),
+        .target(name: "Dilation", dependencies: ["Hypervisor"], swiftSettings: strictSettings),
+        // Host networking for appliances: the learning switch between them and the tap backend, both
+        // behind Hypervisor's NetworkBackend seam (the virtio-net device never sees them).
+        .target(
+            name: "HostNetwork",
+            dependencies: ["Hypervisor", "CKVM", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strictSettings),
         // Stream-boot glue: LazyImage as a virtio-blk backend, prefetch and traces around a Machine.
         // Its own target because Hypervisor must not import StreamClient (docs/DESIGN.md module rule).
         .target(
@@ -109,14 +116,14 @@ let package = Package(
         .target(
             name: "Benchmarks",
             dependencies: [
-                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "CCurl",
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "HostNetwork", "Dedup", "Dilation", "CCurl", "CKVM",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings),
         .executableTarget(
             name: "streamvm",
             dependencies: [
-                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "Benchmarks", "ControlAPI",
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "HostNetwork", "Benchmarks", "ControlAPI", "Dedup", "Dilation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -140,7 +147,8 @@ let package = Package(
             ]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "DedupTests", dependencies: ["Dedup", "Hypervisor", "TestSupport"]),
-        .testTarget(name: "DilationTests", dependencies: ["Dilation", "TestSupport"]),
+        .testTarget(name: "DilationTests", dependencies: ["Dilation", "Hypervisor", "Benchmarks", "TestSupport"]),
+        .testTarget(name: "HostNetworkTests", dependencies: ["HostNetwork", "Hypervisor", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "StreamClientTests",
             dependencies: ["StreamClient", "StreamServer", "Benchmarks", "Catalog", "CCurl", "TestSupport", .product(name: "Logging", package: "swift-log")]),

@@ -12,6 +12,8 @@ packages=(
   nginx-light            # peer server in tests and benchmarks
   nghttp2-client         # h2load for benchmarks
   e2fsprogs              # mke2fs -d builds appliance disks without loop mounts
+  iputils-ping           # the kernel's ping against the tap backend (HostNetworkTests)
+  iproute2               # ip netns for the tap tests
   zstd
   curl                   # peer client in server tests (h2c, TLS)
   openssl                # test certificates

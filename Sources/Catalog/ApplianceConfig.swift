@@ -15,6 +15,8 @@ public struct ApplianceConfig: Codable, Sendable, Equatable {
     public var readyMarker: String
     /// How the kernel artifact is entered; absent means `.linux`.
     public var kernelFormat: KernelFormat?
+    /// Network interfaces (virtio-net devices), in order; absent or empty means no network.
+    public var interfaces: [NetworkInterfaceConfig]?
 
     public static let defaultReadyMarker = "STREAMVM-READY"
     /// Limits that keep a hostile appliance.json from asking for absurd resources.
@@ -46,6 +48,17 @@ public struct ApplianceConfig: Codable, Sendable, Equatable {
         }
         guard !readyMarker.isEmpty, readyMarker.utf8.count <= 256 else {
             throw CatalogError.malformed(file: file, problem: "readyMarker must be 1 to 256 bytes")
+        }
+        let interfaces = interfaces ?? []
+        guard interfaces.count <= NetworkInterfaceConfig.maximumCount else {
+            throw CatalogError.malformed(file: file, problem: "interfaces has \(interfaces.count) entries, at most \(NetworkInterfaceConfig.maximumCount) are allowed")
+        }
+        var seen = Set<[UInt8]>()
+        for (index, interface) in interfaces.enumerated() {
+            try interface.validate(file: file, index: index)
+            guard seen.insert(try interface.macBytes(file: file, field: "interfaces[\(index)].mac")).inserted else {
+                throw CatalogError.malformed(file: file, problem: "interfaces[\(index)].mac \(interface.mac) is used by an earlier interface")
+            }
         }
     }
 

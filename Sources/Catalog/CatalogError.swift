@@ -12,6 +12,7 @@ public enum CatalogError: Error, Equatable, CustomStringConvertible, Sendable {
     case badSignature(file: String)
     case untrustedKey(file: String, key: String)
     case invalidKeyFile(path: String, problem: String)
+    case untrustworthyTrustDirectory(path: String, problem: String)
     case compression(String)
     case decompression(object: String, problem: String)
     case io(path: String, errno: Int32)
@@ -34,9 +35,11 @@ public enum CatalogError: Error, Equatable, CustomStringConvertible, Sendable {
         case .badSignature(let file):
             return "\(file): signature does not verify; the catalogue was altered or signed with another key"
         case .untrustedKey(let file, let key):
-            return "\(file): signed by key \(key), which is not the trusted key"
+            return "\(file): signed by key \(key), which is not the trusted key (--trust) nor one in the trust directory"
         case .invalidKeyFile(let path, let problem):
             return "\(path): not a StreamVM key file: \(problem)"
+        case .untrustworthyTrustDirectory(let path, let problem):
+            return "\(path): trust directory refused: \(problem)"
         case .compression(let problem):
             return "zstd compression failed: \(problem)"
         case .decompression(let object, let problem):

@@ -46,6 +46,9 @@ public struct Artifact: Codable, Sendable, Equatable {
         self.digest = digest
         self.chunks = chunks
     }
+
+    /// Bytes its chunks take on the wire and in a catalogue (compressed; all-zero chunks take none).
+    public var storedBytes: Int { chunks.reduce(0) { $0 + ($1?.stored ?? 0) } }
 }
 
 /// An appliance version: its config and, per artifact, the ordered chunk list. A manifest is an

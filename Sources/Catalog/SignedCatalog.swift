@@ -52,8 +52,26 @@ public struct SignedCatalog: Sendable {
     public enum Trust: Sendable {
         /// Only a valid signature by this key is accepted.
         case key(TrustedKey)
+        /// A valid signature by any one of these keys (a host's trust store) is accepted; none
+        /// accepts nothing.
+        case anyOf([TrustedKey])
         /// Any valid signature, or none (the caller asked for --insecure or is a publisher reading its own catalogue).
         case insecure
+
+        /// Whether a catalogue signed by `signer` passes this policy.
+        public func accepts(_ signer: TrustedKey) -> Bool {
+            switch self {
+            case .key(let trusted): return trusted == signer
+            case .anyOf(let trusted): return trusted.contains(signer)
+            case .insecure: return true
+            }
+        }
+
+        /// Only `insecure` reads an unsigned catalogue.
+        public var acceptsUnsigned: Bool {
+            if case .insecure = self { return true }
+            return false
+        }
     }
 
     /// Parses and verifies `catalog.json` bytes from anywhere.
@@ -73,13 +91,13 @@ public struct SignedCatalog: Sendable {
         var signature: Data?
         switch (envelope.publicKey, envelope.signature) {
         case (nil, nil):
-            if case .key = trust { throw CatalogError.unsigned(file: file) }
+            if !trust.acceptsUnsigned { throw CatalogError.unsigned(file: file) }
         case (let key?, let sig?):
             guard let raw = Data(base64Encoded: key), let sigBytes = Data(base64Encoded: sig) else {
                 throw CatalogError.malformed(file: file, problem: "publicKey or signature is not base64")
             }
             let claimed = try TrustedKey(raw: raw, source: file)
-            if case .key(let trusted) = trust, trusted != claimed {
+            if !trust.accepts(claimed) {
                 throw CatalogError.untrustedKey(file: file, key: claimed.base64)
             }
             guard claimed.verifies(sigBytes, for: payload) else { throw CatalogError.badSignature(file: file) }

@@ -20,6 +20,22 @@ public enum ControlRequests {
         public var memoryFilePath: String
     }
 
+    /// `PUT /actions`: `{"action_type": "InstanceStop"}` ends the run as SIGTERM does (the VMM stops
+    /// the guest and exits with "stop requested"). Firecracker's endpoint and field; this action
+    /// type is StreamVM's own (Firecracker ends a VM by killing its process).
+    public enum InstanceAction: String, Sendable {
+        case instanceStop = "InstanceStop"
+    }
+
+    public static func instanceAction(_ body: Data) throws(ControlAPIError) -> InstanceAction {
+        let object = try jsonObject(body, allowed: ["action_type"])
+        let text = try string(object, "action_type")
+        guard let action = InstanceAction(rawValue: text) else {
+            throw .badRequest("field action_type: \"\(text.prefix(40))\" is not supported (only \"InstanceStop\")")
+        }
+        return action
+    }
+
     public static func vmStateChange(_ body: Data) throws(ControlAPIError) -> VMStateChange {
         let object = try jsonObject(body, allowed: ["state"])
         let text = try string(object, "state")

@@ -4,7 +4,8 @@ import NIOFoundationCompat
 import Hypervisor
 
 /// The control API's routes over one machine, in Firecracker's shapes where they fit:
-/// `GET /` (instance info), `PATCH /vm` (pause/resume), `PUT /snapshot/create`, `GET /metrics`.
+/// `GET /` (instance info), `PATCH /vm` (pause/resume), `PUT /snapshot/create`, `GET /metrics`,
+/// `PUT /actions` (stop).
 /// Every refusal is a 4xx with `{"fault_message": …}` naming the field or the state at fault; a
 /// snapshot of a running machine is refused before any file is touched.
 struct ControlRoutes: Sendable {
@@ -19,8 +20,9 @@ struct ControlRoutes: Sendable {
         router.patch("/vm") { request, _ in try await changeState(request) }
         router.put("/snapshot/create") { request, _ in try await createSnapshot(request) }
         router.get("/metrics") { _, _ in metrics() }
+        router.put("/actions") { request, _ in try await instanceAction(request) }
         // Known paths with another method: 405, not 404, so a client learns the path is right.
-        let allowed: [(String, HTTPRequest.Method)] = [("/", .get), ("/vm", .patch), ("/snapshot/create", .put), ("/metrics", .get)]
+        let allowed: [(String, HTTPRequest.Method)] = [("/", .get), ("/vm", .patch), ("/snapshot/create", .put), ("/metrics", .get), ("/actions", .put)]
         for (path, method) in allowed {
             for other in [HTTPRequest.Method.get, .put, .patch, .post, .delete] where other != method {
                 router.on(RouterPath(path), method: other) { _, _ -> Response in
@@ -60,6 +62,15 @@ struct ControlRoutes: Sendable {
             case (_, let state):
                 throw ControlAPIError.badRequest("the machine is \(state.rawValue.lowercased()); it cannot be \(change.rawValue.lowercased())")
             }
+        }
+        return Response(status: .noContent)
+    }
+
+    private func instanceAction(_ request: Request) async throws -> Response {
+        switch try ControlRequests.instanceAction(try await body(of: request)) {
+        case .instanceStop:
+            // stop() only asks: the vCPU threads end and the command's run returns as on SIGTERM.
+            machine.stop(.stopRequested)
         }
         return Response(status: .noContent)
     }

@@ -36,6 +36,12 @@ public final class StreamBootSession: @unchecked Sendable {
         public var scheduler: PrefetchScheduler<ContinuousClock>.Configuration?
         /// Parameters for the appliance, on the command line of a cold boot or the resume line.
         public var applianceArguments = ApplianceArguments.none
+        /// Hears how the boot goes: every `progressInterval` while buffering, then once when the
+        /// guest starts and once when it prints its ready marker (the CLI's terminal line).
+        public var onProgress: @Sendable (Milestone, Live.Counters) -> Void = { _, _ in }
+        public var progressInterval: Duration = .milliseconds(200)
+        /// Last edits to the machine before it is made (the CLI's time dilation).
+        public var machineAdjustment: (@Sendable (inout MachineConfiguration) throws -> Void)?
 
         public init(reference: String) { self.reference = reference }
     }
@@ -77,6 +83,13 @@ public final class StreamBootSession: @unchecked Sendable {
         public var report: Report
         public var trace: RunTrace
         public var console: String
+        /// The live figures as the run ended (the CLI's closing summary).
+        public var counters: Live.Counters
+    }
+
+    /// Where a boot is, for `Options.onProgress`.
+    public enum Milestone: Sendable, Equatable {
+        case buffering, guestStarted, ready
     }
 
     public let loader: ChunkRouter
@@ -89,26 +102,54 @@ public final class StreamBootSession: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// What a running stream-boot has done so far, for the control API's metrics.
+    /// What a running stream-boot has done so far, for the control API's metrics and the CLI's
+    /// progress line.
     public struct Live: Sendable {
         public let appliance: String
         public let version: String
         let recorder: TraceRecorder
         let fetcher: Fetcher
+        let driver: PrefetchDriver
+        /// Seconds from the start of `boot` to the recorder's time zero.
+        let traceStartSeconds: Double
+        let bootStarted: ContinuousClock.Instant
+        let imageBytes: Int
+        let cachedChunks: Int
+        let cachedBytes: Int
 
         public struct Counters: Sendable {
             /// Response bytes received from origins (compressed chunks, manifests, state).
             public var bytesReceived: Int
+            /// Stored (compressed) bytes of everything this run reads, each distinct chunk once:
+            /// streamed artifacts and the kernel and initrd of a cold boot.
+            public var imageBytes: Int
+            /// Distinct chunks (and their stored bytes) in the local cache when the run began.
+            public var cachedChunks: Int
+            public var cachedBytes: Int
+            /// Startup bytes local so far, and what the prefetch policy wants before the guest starts.
+            public var bufferedBytes: Int
+            public var bufferTargetBytes: Int
             /// Chunks the guest touched for the first time, and how many of those it waited for.
             public var firstTouches: Int
             public var stalls: Int
             public var stallSeconds: Double
+            /// Seconds since `boot` began, and from then to the guest's start and its ready marker.
+            public var elapsedSeconds: Double
+            public var startSeconds: Double?
+            public var readySeconds: Double?
         }
 
         public func counters() -> Counters {
             let stalls = recorder.stallSummary()
-            return Counters(bytesReceived: fetcher.linkEstimate.bytesReceived, firstTouches: recorder.firstTouchCount,
-                            stalls: stalls.count, stallSeconds: stalls.seconds)
+            let buffer = driver.bufferProgress
+            let milestones = recorder.milestones
+            return Counters(bytesReceived: fetcher.linkEstimate.bytesReceived, imageBytes: imageBytes,
+                            cachedChunks: cachedChunks, cachedBytes: cachedBytes,
+                            bufferedBytes: buffer.buffered, bufferTargetBytes: buffer.target,
+                            firstTouches: recorder.firstTouchCount, stalls: stalls.count, stallSeconds: stalls.seconds,
+                            elapsedSeconds: (ContinuousClock.now - bootStarted).inSeconds,
+                            startSeconds: milestones.guestStarted.map { $0 + traceStartSeconds },
+                            readySeconds: milestones.ready.map { $0 + traceStartSeconds })
         }
     }
 
@@ -185,6 +226,10 @@ public final class StreamBootSession: @unchecked Sendable {
         let model = await loadedModel
         let streamed = StreamedChunks(manifest: manifest, roles: Array(targets.keys).sorted { $0.rawValue < $1.rawValue })
         let local = Set(streamed.allFetchable.filter { targets[$0.role]?.isLocal(chunk: $0.index) == true })
+        // What this run reads, counted once per distinct chunk as the loader fetches it.
+        let readRoles = Array(targets.keys) + (snapshot == nil ? [.kernel, .initrd] : [])
+        let imageChunks = Set(readRoles.compactMap { manifest.artifact($0) }.flatMap { $0.chunks.compactMap { $0 } })
+        let cachedChunks = Set(local.compactMap { location in manifest.artifact(location.role)?.chunks[location.index] })
         var schedulerConfiguration = options.scheduler ?? PrefetchScheduler<ContinuousClock>.Configuration(mode: options.prefetch)
         schedulerConfiguration.mode = options.prefetch
         schedulerConfiguration.complete = options.complete
@@ -198,9 +243,23 @@ public final class StreamBootSession: @unchecked Sendable {
                                         if location.role == .memory { installer?.notePrefetched(chunk: location.index) }
                                     }, logger: logger)
         recorder.addListener { [weak driver] location, waited in driver?.accessed(location, waited: waited) }
+        let live = Live(appliance: resolved.name, version: resolved.version, recorder: recorder, fetcher: client.fetcher, driver: driver,
+                        traceStartSeconds: traceStartSeconds, bootStarted: started,
+                        imageBytes: imageChunks.reduce(0) { $0 + $1.stored },
+                        cachedChunks: cachedChunks.count, cachedBytes: cachedChunks.reduce(0) { $0 + $1.stored })
+        let progress = options.onProgress
         driver.start()
         defer { driver.stop() }
+        let interval = options.progressInterval
+        let bufferingReports = Task.detached {
+            while !Task.isCancelled {
+                progress(.buffering, live.counters())
+                try? await Task.sleep(for: interval)
+            }
+        }
         await driver.waitUntilGuestMayStart()
+        bufferingReports.cancel()
+        _ = await bufferingReports.value
 
         let marker = ReadyMatcher(marker: Array(config.readyMarker.utf8))
         let forward = options.consoleOutput
@@ -210,16 +269,21 @@ public final class StreamBootSession: @unchecked Sendable {
             disks: disks, readyMarker: config.readyMarker,
             consoleOutput: { byte in
                 forward(byte)
-                if marker.feed(byte) { recorder.ready() }
+                if marker.feed(byte) {
+                    recorder.ready()
+                    progress(.ready, live.counters())
+                }
             })
         try snapshot?.attach(to: &machineConfiguration)
         machineConfiguration.restore?.consoleInputOnResume = options.applianceArguments.resumeLine(marker: RestorePlan.resumedMarker)
         if let installer { machineConfiguration.restore?.prefetchPages = installer.startupPages(everyLocalChunk: options.prefetch == .full) }
+        try options.machineAdjustment?(&machineConfiguration)
         let machine = try Machine(configuration: machineConfiguration, logger: logger)
         failure.onSet = { error in machine.stop(.failure(StreamBootError.diskUnavailable("\(error)").description)) }
         onMachine(machine)
-        try await beforeRun(machine, Live(appliance: resolved.name, version: resolved.version, recorder: recorder, fetcher: client.fetcher))
+        try await beforeRun(machine, live)
         recorder.guestStarted()
+        progress(.guestStarted, live.counters())
         if let installer, let handler = machine.pageFaultHandler { installer.start(handler: handler) }
         let timeout = options.timeout
         let reason = await withCheckedContinuation { (continuation: CheckedContinuation<StopReason, Never>) in
@@ -245,7 +309,7 @@ public final class StreamBootSession: @unchecked Sendable {
             bytesReceived: fetcher.linkEstimate.bytesReceived, prefetchStatistics: stats, traceRecords: trace.records.count,
             memoryPagesInstalled: installer?.pagesInstalled, memoryPageFaults: machine.pageFaultHandler?.faultLog.count,
             memoryPageReads: snapshot?.pages.readTimes.summary)
-        return Outcome(reason: reason, report: report, trace: trace, console: machine.console.output)
+        return Outcome(reason: reason, report: report, trace: trace, console: machine.console.output, counters: live.counters())
     }
 
     private func readWhole(_ role: ArtifactRole, manifest: Manifest) async throws -> [UInt8] {

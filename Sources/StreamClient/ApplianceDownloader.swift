@@ -32,9 +32,7 @@ public final class ApplianceDownloader: Sendable {
         let dictionaries = try await client.loadDictionaries(for: manifest)
         try AtomicFile.makeDirectories(directory)
         removeAbandonedTempFiles(in: directory)
-        progress.add(total: manifest.artifacts.reduce(0) { total, artifact in
-            total + artifact.chunks.reduce(0) { $0 + ($1?.stored ?? 0) }
-        })
+        progress.add(total: manifest.artifacts.reduce(0) { $0 + $1.storedBytes })
         var report = Report(appliance: resolved.name, version: resolved.version, files: [], bytesWritten: 0, chunksFetched: 0)
         let fetched = FetchedChunks()
         for artifact in manifest.artifacts {

@@ -28,6 +28,8 @@ public final class CatalogServer: Sendable {
         /// must not be able to write the catalogue. nil: trace uploads refused.
         public var traceTokenFile: String?
         public var trustedKey: TrustedKey?
+        /// Further signers accepted beside `trustedKey`: the host's trust store when serve has no --trust.
+        public var trustedKeys: [TrustedKey] = []
         public var allowUnsignedUploads = false
         public var traceDirectory: String?
         /// The model key the catalogue delegates to (`publish --model-key`), or for a catalogue without
@@ -77,14 +79,16 @@ public final class CatalogServer: Sendable {
         }
         let directory = try CatalogDirectory(root: options.catalog)
         let metrics = ServerMetrics()
-        let trust: SignedCatalog.Trust = options.trustedKey.map { .key($0) } ?? .insecure
+        var uploadPolicy = ObjectUploads.Policy(trustedKey: options.trustedKey, allowUnsigned: options.allowUnsignedUploads)
+        uploadPolicy.trustedKeys = options.trustedKeys
+        let trust = uploadPolicy.catalogTrust
         let store = VerifiedObjectStore(directory: directory, trust: trust, limits: options.limits, metrics: metrics, logger: logger)
         let token = try options.tokenFile.map { try UploadToken(file: $0) }
         let traceToken = try options.traceTokenFile.map { try UploadToken(file: $0) }
         if let token, let traceToken, token.headerValue == traceToken.headerValue {
             throw ServerError.invalidOption("--trace-token-file holds the same token as --token-file; trace uploaders must not be able to write the catalogue")
         }
-        let uploads = ObjectUploads(store: store, policy: .init(trustedKey: options.trustedKey, allowUnsigned: options.allowUnsignedUploads), logger: logger)
+        let uploads = ObjectUploads(store: store, policy: uploadPolicy, logger: logger)
         let traces = TraceStore(root: options.traceDirectory ?? TraceStore.defaultRoot(forCatalog: directory.root))
         if traces.root == directory.root || traces.root.hasPrefix(directory.root + "/") {
             throw ServerError.invalidOption("the trace directory \(traces.root) must be outside the catalogue \(directory.root)")

@@ -47,7 +47,7 @@ struct BenchClientCommand: AsyncParsableCommand {
         let origins = [ClientBenchmark.Transport(name: "h2c", port: nginx.port, tls: false),
                        ClientBenchmark.Transport(name: "h2-tls", port: tlsNginx.port, tls: true)]
         var benchmark = ClientBenchmark(origins: origins, caFile: tls.certificate,
-                                        trust: try ClientOptions.trustPolicy(trust: trust, insecure: insecure), appliance: appliance,
+                                        trust: try TrustSource.policy(trust: trust, insecure: insecure, trustDirectory: TrustSource.directory(flag: nil, config: try ConfigFileOption.load(path: nil).file)), appliance: appliance,
                                         workDirectory: work, quick: quick, logger: commandLogger("streamvm.bench"))
         if let openWindow {
             guard openWindow > 0 else { throw ValidationError("--open-window must be positive") }

@@ -7,5 +7,5 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmarks (JSON plus a Markdown table).",
         subcommands: [BenchPublishCommand.self, BenchServeCommand.self, BenchClientCommand.self, BenchVMMCommand.self,
-                      BenchUffdCommand.self, BenchStreamCommand.self])
+                      BenchUffdCommand.self, BenchStreamCommand.self, BenchNetCommand.self, BenchDedupCommand.self, BenchDilationCommand.self])
 }

@@ -45,11 +45,6 @@ struct BenchVMMCommand: ParsableCommand {
         options.footprintRuns = footprintRuns
         options.useEventFDs = !noEventFDs
         let report = try VMMBenchmark(options: options, logger: logger).run()
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        let data = try encoder.encode(report)
-        print(String(decoding: data, as: UTF8.self))
-        if let json { try data.write(to: URL(fileURLWithPath: json), options: .atomic) }
-        print("\n" + report.table, terminator: "")
+        try BenchReportOutput.emit(report, table: report.table, json: json)
     }
 }

@@ -14,7 +14,7 @@ struct BootCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "boot",
         abstract: "Boot an appliance straight from a catalogue, streaming its disk while it runs.",
-        discussion: "Exit statuses as for `streamvm run`. The JSON report goes to --report (or stderr with --verbose).")
+        discussion: "Exit statuses as for `streamvm run`. On a terminal, stderr shows buffering progress, the start, ready and a closing summary; the JSON report goes to --report.")
 
     @Argument(help: "<catalogue-url>/<appliance>[@version]")
     var url: String
@@ -73,17 +73,24 @@ struct BootCommand: AsyncParsableCommand {
 
     @OptionGroup var client: ClientOptions
 
+    @OptionGroup var registration: RegistrationOptions
+
     @OptionGroup var rollback: RollbackOptions
 
+    @OptionGroup var dilation: DilationOption
+
     func validate() throws {
-        if uploadTrace, tokenFile == nil { throw ValidationError("--upload-trace needs --token-file") }
+        if uploadTrace, tokenFile == nil, try client.resolved().config.traceTokenFile == nil {
+            throw ValidationError("--upload-trace needs --token-file (or traceTokenFile in the config file)")
+        }
         guard readDeadline > 0 else { throw ValidationError("--read-deadline must be positive") }
     }
 
     func run() async throws {
         let logger = commandLogger("streamvm.boot")
         let (origin, appliance) = try Origin.splitApplianceURL(url)
-        let uploader = try uploadTrace ? tokenFile.map { try TraceUploader(origin: origin, tokenFile: $0) } : nil
+        let traceToken = try tokenFile ?? client.resolved().config.traceTokenFile
+        let uploader = try uploadTrace ? traceToken.map { try TraceUploader(origin: origin, tokenFile: $0) } : nil
         let catalogClient = try client.makeClient(primary: [origin], rollback: rollback.protection, logger: logger)
         defer { catalogClient.fetcher.shutdown() }
         let loader = ChunkRouter(client: catalogClient, cache: try client.makeCache(logger: logger))
@@ -103,6 +110,11 @@ struct BootCommand: AsyncParsableCommand {
         options.scheduler = scheduler
         options.applianceArguments = try ApplianceArguments(applianceArguments)
         options.consoleOutput = { ConsoleOutput.write($0) }
+        let progressView = BootProgressView()
+        options.onProgress = progressView.handler
+        let dilationSetup = try dilation.prepare()
+        defer { dilationSetup?.finish() }
+        options.machineAdjustment = { try DilationSetup.apply(dilationSetup, to: &$0) }
         let session = StreamBootSession(loader: loader, options: options, logger: logger)
 
         let terminal = noInput ? nil : TerminalMode.enterCharacterMode()
@@ -110,25 +122,28 @@ struct BootCommand: AsyncParsableCommand {
         let signals = SignalStopper()
         let interactive = terminal != nil
         let api = ControlServerHolder()
-        let apiSocket = apiSocket
+        let host = try registration.plan(apiSocket: apiSocket, appliance: appliance, config: try client.resolved().config)
         let outcome: StreamBootSession.Outcome
         do {
             outcome = try await session.boot(onMachine: { machine in
                 signals.install(machine)
                 if interactive { ConsoleInput.start(feeding: machine.serial) }
             }, beforeRun: { machine, live in
-                guard let apiSocket else { return }
+                guard let host else { return }
                 let memoryMiB = machine.configuration.memorySize >> 20
-                let server = ControlAPIServer(socketPath: apiSocket, machine: machine,
-                                              info: InstanceInfo(id: live.appliance, appliance: live.appliance, applianceVersion: live.version, memoryMiB: memoryMiB),
+                let server = ControlAPIServer(socketPath: host.socket, machine: machine,
+                                              info: InstanceInfo(id: host.name, appliance: live.appliance, applianceVersion: live.version, memoryMiB: memoryMiB),
                                               extraMetrics: { StreamMetrics.samples(live.counters()) }, logger: logger)
                 try await server.start()
                 api.server = server
+                try host.register(appliance: live.appliance, version: live.version, command: "boot")
             })
         } catch {
+            host?.unregister()
             await api.server?.shutdown()
             throw error
         }
+        host?.unregister()
         await api.server?.shutdown()
         signals.cancel()
         terminal?.restore()
@@ -147,7 +162,11 @@ struct BootCommand: AsyncParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let reportBytes = try encoder.encode(outcome.report)
         if let report { try AtomicFile.write(reportBytes, to: report) }
-        FileHandle.standardError.write(Data("\nstreamvm: \(outcome.reason)\n".utf8))
+        if progressView.isEnabled {
+            progressView.finish(reason: "\(outcome.reason)", outcome.counters)
+        } else {
+            FileHandle.standardError.write(Data("\nstreamvm: \(outcome.reason)\n".utf8))
+        }
         throw ExitCode(RunCommand.status(for: outcome.reason))
     }
 }
@@ -175,12 +194,20 @@ private final class ControlServerHolder: @unchecked Sendable {
     var server: ControlAPIServer?
 }
 
-/// Stream-boot's own figures on the control API's `/metrics`.
+/// Stream-boot's own figures on the control API's `/metrics`, beside the VMM's.
 enum StreamMetrics {
     static func samples(_ counters: StreamBootSession.Live.Counters) -> [MetricSample] {
-        [
+        var samples = [
             MetricSample(name: "streamvm_stream_received_bytes_total", help: "Response bytes received from origins (compressed).",
                          kind: .counter, value: Double(counters.bytesReceived)),
+            MetricSample(name: "streamvm_stream_image_bytes", help: "Stored (compressed) bytes of everything this run reads.",
+                         kind: .gauge, value: Double(counters.imageBytes)),
+            MetricSample(name: "streamvm_stream_cache_hit_chunks", help: "Chunks that were in the local cache when the run began.",
+                         kind: .gauge, value: Double(counters.cachedChunks)),
+            MetricSample(name: "streamvm_stream_cache_hit_bytes", help: "Stored bytes of the chunks that were in the local cache when the run began.",
+                         kind: .gauge, value: Double(counters.cachedBytes)),
+            MetricSample(name: "streamvm_stream_buffered_bytes", help: "Startup bytes that were local when the guest started (or so far, before).",
+                         kind: .gauge, value: Double(counters.bufferedBytes)),
             MetricSample(name: "streamvm_stream_first_touches_total", help: "Image chunks the guest touched for the first time.",
                          kind: .counter, value: Double(counters.firstTouches)),
             MetricSample(name: "streamvm_stream_stalls_total", help: "First touches the guest had to wait for (demand misses).",
@@ -188,5 +215,14 @@ enum StreamMetrics {
             MetricSample(name: "streamvm_stream_stall_seconds_total", help: "Time the guest waited for streamed bytes.",
                          kind: .counter, value: counters.stallSeconds),
         ]
+        if let start = counters.startSeconds {
+            samples.append(MetricSample(name: "streamvm_stream_start_seconds", help: "Seconds from the start of boot until the guest ran.",
+                                        kind: .gauge, value: start))
+        }
+        if let ready = counters.readySeconds {
+            samples.append(MetricSample(name: "streamvm_stream_ready_seconds", help: "Seconds from the start of boot until the appliance printed its ready marker.",
+                                        kind: .gauge, value: ready))
+        }
+        return samples
     }
 }

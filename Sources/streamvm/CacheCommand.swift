@@ -8,15 +8,20 @@ struct CacheCommand: ParsableCommand {
         subcommands: [Stats.self, GC.self, Verify.self])
 
     struct Location: ParsableArguments {
-        @Option(help: "Chunk cache directory.")
-        var cacheDir: String = ClientOptions.defaultCacheDirectory
+        @Option(help: "Chunk cache directory (default: the config's cacheDirectory, else $XDG_CACHE_HOME/streamvm or ~/.cache/streamvm).")
+        var cacheDir: String?
 
-        @Option(help: "Size limit to enforce, e.g. 20G.")
-        var cacheSize: String = "20G"
+        @Option(help: "Size limit to enforce, e.g. 20G (default: the config's cacheSize, else 20G).")
+        var cacheSize: String?
+
+        @OptionGroup var configFile: ConfigFileOption
 
         func open() throws -> ChunkCache {
-            guard let capacity = ByteSize.parse(cacheSize) else { throw ValidationError("--cache-size '\(cacheSize)' is not a size like 20G") }
-            return try ChunkCache(root: cacheDir, capacityBytes: capacity, logger: commandLogger("streamvm.cache"))
+            let config = try configFile.load().file
+            let size = Setting.resolve(flag: cacheSize, flagName: "--cache-size", file: config.cacheSize, config: config, default: ClientOptions.defaultCacheSize)
+            let directory = Setting.resolve(flag: cacheDir, flagName: "--cache-dir", file: config.cacheDirectory, config: config, default: ClientOptions.defaultCacheDirectory)
+            guard let capacity = ByteSize.parse(size.value) else { throw ValidationError("cache size '\(size.value)' (from \(size.source)) is not a size like 20G") }
+            return try ChunkCache(root: directory.value, capacityBytes: capacity, logger: commandLogger("streamvm.cache"))
         }
     }
 

@@ -4,49 +4,71 @@ import Foundation
 import Logging
 import StreamClient
 
-/// Options every command that reads a remote catalogue shares: trust, origins, cache.
+/// Options every command that reads a remote catalogue shares: trust, origins, cache. Each falls
+/// back to the host's configuration file, then to a default (`streamvm config` shows which).
 struct ClientOptions: ParsableArguments {
-    @Option(name: .customLong("origin"), help: "Another origin serving the same catalogue, tried in order when earlier ones fail (repeatable).")
+    @Option(name: .customLong("origin"), help: "Another origin serving the same catalogue, tried in order when earlier ones fail (repeatable; default: the config's origins).")
     var extraOrigins: [String] = []
 
-    @Option(help: "Public key file (from `streamvm keygen`) the catalogue must be signed with.")
+    @Option(help: "Public key file (from `streamvm keygen`) the catalogue must be signed with (default: any key in the trust directory).")
     var trust: String?
+
+    @Option(name: .customLong("trust-dir"), help: "Directory of trusted public keys (*.pub) used without --trust (default: the config's trustDirectory, else /etc/streamvm/trusted.d).")
+    var trustDir: String?
 
     @Flag(help: "Accept a catalogue without checking who signed it (objects are still checked against their digests).")
     var insecure = false
 
-    @Option(help: "Chunk cache directory, shared by all appliances on this host.")
-    var cacheDir: String = ClientOptions.defaultCacheDirectory
+    @Option(help: "Chunk cache directory, shared by all appliances on this host (default: the config's cacheDirectory, else $XDG_CACHE_HOME/streamvm or ~/.cache/streamvm).")
+    var cacheDir: String?
 
-    @Option(help: "Chunk cache size limit, e.g. 20G, 512M.")
-    var cacheSize: String = "20G"
+    @Option(help: "Chunk cache size limit, e.g. 20G, 512M (default: the config's cacheSize, else 20G).")
+    var cacheSize: String?
 
     @Option(help: "Seconds without data after which a transfer is retried.")
     var stallTimeout: Double = 15
+
+    @OptionGroup var configFile: ConfigFileOption
+
+    static let defaultCacheSize = "20G"
 
     static var defaultCacheDirectory: String {
         if let xdg = ProcessInfo.processInfo.environment["XDG_CACHE_HOME"], !xdg.isEmpty { return "\(xdg)/streamvm" }
         return "\(NSHomeDirectory())/.cache/streamvm"
     }
 
-    func trustPolicy() throws -> SignedCatalog.Trust { try Self.trustPolicy(trust: trust, insecure: insecure) }
+    /// The effective client settings: flag, else config file, else default.
+    struct Resolved {
+        var config: HostConfigFile
+        var configSource: String
+        var cacheDirectory: Setting<String>
+        var cacheSize: Setting<String>
+        var origins: Setting<[String]>
+        var trustDirectory: Setting<String>
+    }
 
-    /// A trusted key is required; accepting any signer needs an explicit --insecure.
-    static func trustPolicy(trust: String?, insecure: Bool) throws -> SignedCatalog.Trust {
-        if let trust { return .key(try TrustedKey(file: trust)) }
-        guard insecure else {
-            throw ValidationError("no trusted key: pass --trust <key.pub>, or --insecure to accept any catalogue signer")
-        }
-        return .insecure
+    func resolved() throws -> Resolved {
+        let (config, source) = try configFile.load()
+        return Resolved(
+            config: config, configSource: source,
+            cacheDirectory: .resolve(flag: cacheDir, flagName: "--cache-dir", file: config.cacheDirectory, config: config, default: Self.defaultCacheDirectory),
+            cacheSize: .resolve(flag: cacheSize, flagName: "--cache-size", file: config.cacheSize, config: config, default: Self.defaultCacheSize),
+            origins: .resolve(flag: extraOrigins.isEmpty ? nil : extraOrigins, flagName: "--origin", file: config.origins, config: config, default: []),
+            trustDirectory: TrustSource.directory(flag: trustDir, config: config))
+    }
+
+    func trustPolicy() throws -> SignedCatalog.Trust {
+        try TrustSource.policy(trust: trust, insecure: insecure, trustDirectory: try resolved().trustDirectory)
     }
 
     func cacheCapacity() throws -> Int {
-        guard let bytes = ByteSize.parse(cacheSize) else { throw ValidationError("--cache-size '\(cacheSize)' is not a size like 20G") }
+        let size = try resolved().cacheSize
+        guard let bytes = ByteSize.parse(size.value) else { throw ValidationError("cache size '\(size.value)' (from \(size.source)) is not a size like 20G") }
         return bytes
     }
 
     func makeCache(logger: Logger) throws -> ChunkCache {
-        try ChunkCache(root: cacheDir, capacityBytes: try cacheCapacity(), logger: logger)
+        try ChunkCache(root: try resolved().cacheDirectory.value, capacityBytes: try cacheCapacity(), logger: logger)
     }
 
     /// The fetcher and verified catalogue client for `primary` plus `--origin`s; with `rollback`, it
@@ -56,7 +78,7 @@ struct ClientOptions: ParsableArguments {
         var configuration = Fetcher.Configuration()
         configuration.stallTimeoutSeconds = stallTimeout
         let fetcher = try Fetcher(configuration: configuration, logger: logger)
-        let origins = primary + (try extraOrigins.map { try Origin($0) })
+        let origins = primary + (try resolved().origins.value.map { try Origin($0) }).filter { !primary.contains($0) }
         return try CatalogClient(origins: origins, trust: trust, fetcher: fetcher, rollbackProtection: rollback, logger: logger)
     }
 }

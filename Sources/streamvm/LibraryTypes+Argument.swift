@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dedup
 import Hypervisor
 import StreamClient
 
@@ -13,3 +14,6 @@ extension PrefetchMode: ExpressibleByArgument {}
 
 /// `--wait-mode blocking|busyPolling`.
 extension PageFaultHandler.WaitMode: ExpressibleByArgument {}
+
+/// `--dedup off|share|full`.
+extension DedupMode: ExpressibleByArgument {}

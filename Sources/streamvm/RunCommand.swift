@@ -1,9 +1,11 @@
 import ArgumentParser
 import Catalog
 import ControlAPI
+import Dedup
 import Dispatch
 import Foundation
 import Glibc
+import HostNetwork
 import Hypervisor
 import Logging
 
@@ -60,6 +62,15 @@ struct RunCommand: ParsableCommand {
     @Option(help: "Serve the control API (pause, resume, snapshot, metrics) on this Unix socket, mode 0600 (docs/CONTROL-API.md).")
     var apiSocket: String?
 
+    @Option(help: "Memory dedup of the running guest (docs/dedup.md): off, share (zero and identical cold pages) or full (also patches similar cold pages and compresses colder ones). Fresh boots only, not snapshot resumes. Default off: see docs/dedup.md for why.")
+    var dedup: DedupMode = .off
+
+    @OptionGroup var registration: RegistrationOptions
+
+    @OptionGroup var dilation: DilationOption
+
+    @OptionGroup var configFile: ConfigFileOption
+
     @Flag(help: "Keep the pages of the binary and libraries touched only while starting, and freed heap, resident (by default they are given back once the guest runs: docs/hypervisor.md, \"VMM footprint\").")
     var keepStartupPages = false
 
@@ -74,7 +85,15 @@ struct RunCommand: ParsableCommand {
         logger.logLevel = verbose ? .debug : .warning
         let terminal = TerminalMode.enterCharacterMode()
         defer { terminal?.restore() }
-        let machine = try makeMachine(config: config, memoryMiB: memoryMiB, vcpuCount: vcpuCount, logger: logger)
+        let engine = dedup == .off ? nil : try DedupEngine(configuration: DedupConfiguration(mode: dedup))
+        let dilationSetup = try dilation.prepare()
+        defer { dilationSetup?.finish() }
+        let machine = try makeMachine(config: config, memoryMiB: memoryMiB, vcpuCount: vcpuCount, engine: engine,
+                                      dilationSetup: dilationSetup, logger: logger)
+        defer {
+            engine?.stop()
+            engine?.detach(machine)
+        }
 
         // Ctrl-C / SIGTERM stop the guest; the run then returns normally so the terminal is restored.
         let signalQueue = DispatchQueue(label: "streamvm.run.signals")
@@ -88,13 +107,19 @@ struct RunCommand: ParsableCommand {
         defer { sources.forEach { $0.cancel() } }
         if terminal != nil { ConsoleInput.start(feeding: machine.serial) }
 
-        let info = InstanceInfo(id: config.name, appliance: config.name, applianceVersion: config.version, memoryMiB: memoryMiB)
-        let reason = try ControlSocket.serving(at: apiSocket, machine: machine, info: info, logger: logger) { () -> StopReason in
+        let host = try registration.plan(apiSocket: apiSocket, appliance: config.name, config: try configFile.load().file)
+        let info = InstanceInfo(id: host?.name ?? config.name, appliance: config.name, applianceVersion: config.version, memoryMiB: memoryMiB)
+        let reason = try ControlSocket.serving(at: host?.socket, machine: machine, info: info,
+                                               extraMetrics: { engine.map { DedupMetrics.samples($0.statistics) } ?? [] },
+                                               logger: logger) { () -> StopReason in
+            try host?.register(appliance: config.name, version: config.version, command: "run")
+            defer { host?.unregister() }
             do {
                 try machine.start()
             } catch {
                 return .failure("\(error)")
             }
+            engine?.start()
             if !keepStartupPages {
                 // Once when the guest starts (the VMM's own start-up), and once more after the
                 // guest's first seconds (code run only while it boots: first exits, console set-up).
@@ -127,7 +152,8 @@ struct RunCommand: ParsableCommand {
     /// Reads the kernel (and initrd) and creates the machine. The files' bytes live only in this
     /// function: once the machine has copied them into guest RAM nothing holds them (the machine
     /// keeps no boot image either), so they do not stay in the VMM's memory for the whole run.
-    func makeMachine(config: ApplianceConfig, memoryMiB: Int, vcpuCount: Int, logger: Logger) throws -> Machine {
+    func makeMachine(config: ApplianceConfig, memoryMiB: Int, vcpuCount: Int, engine: DedupEngine? = nil,
+                     dilationSetup: DilationSetup?, logger: Logger) throws -> Machine {
         let directory = URL(fileURLWithPath: appliance)
         func artifact(_ role: ArtifactRole) -> String? {
             let path = directory.appendingPathComponent(role.fileName).path
@@ -154,12 +180,23 @@ struct RunCommand: ParsableCommand {
                 image = .linux(kernel: kernel, initrd: try artifact(.initrd).map { Array(try Data(contentsOf: URL(fileURLWithPath: $0))) })
             }
         }
-        return try Machine(
-            configuration: MachineConfiguration(
-                memorySize: memoryMiB << 20, vcpuCount: vcpuCount, image: image,
-                commandLine: config.kernelCommandLine ?? "", disks: disks, readyMarker: config.readyMarker,
-                consoleOutput: { byte in ConsoleOutput.write(byte) }, restore: restore),
-            logger: logger)
+        var configuration = MachineConfiguration(
+            memorySize: memoryMiB << 20, vcpuCount: vcpuCount, image: image,
+            commandLine: ApplianceNetwork.commandLine(config.kernelCommandLine ?? "", interfaces: config.interfaces),
+            disks: disks, readyMarker: config.readyMarker,
+            consoleOutput: { byte in ConsoleOutput.write(byte) }, restore: restore)
+        // The appliance's interfaces (appliance.json), in order: a resume restores their state.
+        configuration.devices = try ApplianceNetwork.devices(for: config, file: directory.appendingPathComponent(ApplianceConfig.fileName).path,
+                                                             backends: HostNetworkBackends(logger: logger))
+        try DilationSetup.apply(dilationSetup, to: &configuration)
+        guard let engine else { return try Machine(configuration: configuration, logger: logger) }
+        // The engine's store is the page source: it needs a fresh boot (a resume has its own).
+        guard restore == nil else { throw ValidationError("--dedup needs a fresh boot: use --cold to ignore the appliance's snapshot, or --dedup off") }
+        let store = try engine.makeStore(memorySize: memoryMiB << 20)
+        configuration.pageSource = store
+        let machine = try Machine(configuration: configuration, logger: logger)
+        try engine.attach(machine, store: store)
+        return machine
     }
 
     static func status(for reason: StopReason) -> Int32 {

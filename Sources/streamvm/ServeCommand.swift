@@ -32,6 +32,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Public key file (from keygen): uploaded and served catalog.json must be signed by it.")
     var trust: String?
 
+    @Option(name: .customLong("trust-dir"), help: "Without --trust: catalog.json must be signed by a key in this directory (default: the config's trustDirectory, else /etc/streamvm/trusted.d; no keys there: any signer).")
+    var trustDir: String?
+
+    @OptionGroup var configFile: ConfigFileOption
+
     @Flag(name: .customLong("allow-unsigned"), help: "Accept unsigned catalog.json uploads.")
     var allowUnsigned = false
 
@@ -86,6 +91,7 @@ struct ServeCommand: AsyncParsableCommand {
         options.tokenFile = tokenFile
         options.traceTokenFile = traceTokenFile
         options.trustedKey = try trust.map { try TrustedKey(file: $0) }
+        if trust == nil { options.trustedKeys = try ServeTrust.storeKeys(trustDir: trustDir, configFile: configFile) }
         options.allowUnsignedUploads = allowUnsigned
         options.traceDirectory = traceDirectory
         options.learningKey = try learnKey.map { try SigningKey(file: $0) }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Catalog
 import Foundation
+import HostNetwork
 import Hypervisor
 import Logging
 
@@ -34,6 +35,8 @@ struct SnapshotCommand: ParsableCommand {
         var logger = Logger(label: "streamvm.snapshot")
         logger.logLevel = verbose ? .debug : .warning
         var configuration = setup.machineConfiguration(pauseAtReady: true)
+        // The appliance's interfaces, in order: a resume attaches the same devices to restore their state.
+        configuration.devices = try ApplianceNetwork.devices(for: setup.config, file: setup.configFile, backends: HostNetworkBackends(logger: logger))
         // Tells a Linux appliance's init it will be snapshotted at the marker: it then waits for the
         // resume line after printing it (docs/snapshot.md, "Readiness after a resume").
         if case .linux? = configuration.image { configuration.commandLine += " " + Self.snapshotKernelArgument }
@@ -53,6 +56,9 @@ struct ApplianceSetup {
     let directory: URL
     let image: BootImage
     let disks: [any BlockBackend]
+
+    /// appliance.json's path, for errors that name a field of it.
+    var configFile: String { directory.appendingPathComponent(ApplianceConfig.fileName).path }
 
     init(directory path: String) throws {
         directory = URL(fileURLWithPath: path)
@@ -74,7 +80,7 @@ struct ApplianceSetup {
 
     func machineConfiguration(pauseAtReady: Bool = false, restore: RestorePlan? = nil) -> MachineConfiguration {
         MachineConfiguration(memorySize: config.memoryMiB << 20, vcpuCount: config.vcpus, image: image,
-                             commandLine: config.kernelCommandLine ?? "", disks: disks, readyMarker: config.readyMarker,
+                             commandLine: ApplianceNetwork.commandLine(config.kernelCommandLine ?? "", interfaces: config.interfaces), disks: disks, readyMarker: config.readyMarker,
                              restore: restore, pauseAtReady: pauseAtReady)
     }
 }

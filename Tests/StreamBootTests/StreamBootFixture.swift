@@ -149,7 +149,9 @@ final class StreamBootFixture: @unchecked Sendable {
     var url: String { "http://127.0.0.1:\(port)" }
 
     /// A client stack with its own (empty) cache directory.
-    func loader(cache: String, retry: RetryPolicy = RetryPolicy(), stallTimeout: Double = 5, origin: String? = nil,
+    /// The stall limit is generous: a CI host busy with other suites' VMs has starved the in-process
+    /// server for more than 5 s (the catalogue fetch of the diskless test, twice).
+    func loader(cache: String, retry: RetryPolicy = RetryPolicy(), stallTimeout: Double = 30, origin: String? = nil,
                 rollback: RollbackProtection? = nil) throws -> ChunkRouter {
         var configuration = Fetcher.Configuration()
         configuration.stallTimeoutSeconds = stallTimeout

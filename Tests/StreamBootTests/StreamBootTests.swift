@@ -6,6 +6,7 @@ import Logging
 import StreamBoot
 import StreamClient
 import StreamServer
+import Synchronization
 import TestSupport
 import Testing
 
@@ -54,6 +55,41 @@ struct StreamBootTests {
             })
         }
         #expect(started.machine?.state == .notStarted, "the guest never ran")
+        await fixture.stopServer()
+    }
+
+    /// `onProgress` (the CLI's terminal line) hears buffering, then the start, then ready, each
+    /// with figures that add up: a full-mode boot buffers the whole disk before the guest starts,
+    /// and a second boot on the same cache finds every chunk local.
+    @Test func progressComesInOrderWithFiguresThatAddUp() async throws {
+        let fixture = try StreamBootFixture(name: "progress", commandLine: "mode=blk", sectors: 2048)
+        try await fixture.startServer()
+        let events = Mutex<[(StreamBootSession.Milestone, StreamBootSession.Live.Counters)]>([])
+        let configure: (inout StreamBootSession.Options) -> Void = { options in
+            options.progressInterval = .milliseconds(20)
+            options.onProgress = { milestone, counters in events.withLock { $0.append((milestone, counters)) } }
+        }
+        let outcome = try await boot(fixture, mode: .full, cache: "cache-progress", configure: configure)
+        #expect(outcome.reason == .powerOff(code: 0), "\(outcome.console)")
+        let seen = events.withLock { $0 }
+        let order = seen.map(\.0).reduce(into: [StreamBootSession.Milestone]()) { if $0.last != $1 { $0.append($1) } }
+        #expect(order == [.buffering, .guestStarted, .ready], "\(order)")
+        let manifest = try DisklessApplianceTests.publishedManifest(fixture, reference: "progress").manifest
+        // Identical chunks are fetched once: the figures count distinct chunks.
+        let disk = Set(try #require(manifest.artifact(.disk)).chunks.compactMap { $0 })
+        let diskBytes = disk.reduce(0) { $0 + $1.stored }
+        let imageBytes = disk.union(try #require(manifest.artifact(.kernel)).chunks.compactMap { $0 }).reduce(0) { $0 + $1.stored }
+        if let started = seen.first(where: { $0.0 == .guestStarted })?.1, let ready = seen.first(where: { $0.0 == .ready })?.1 {
+            #expect(started.imageBytes == imageBytes)
+            #expect(started.bufferTargetBytes > 0 && started.bufferedBytes >= started.bufferTargetBytes, "full buffers everything first")
+            #expect(started.startSeconds != nil && ready.readySeconds != nil)
+            #expect((ready.readySeconds ?? 0) >= (started.startSeconds ?? .infinity))
+            #expect(started.cachedChunks == 0, "a fresh cache")
+        }
+        #expect(outcome.counters.bytesReceived >= diskBytes, "the whole disk came over the wire")
+
+        let again = try await boot(fixture, mode: .full, cache: "cache-progress")
+        #expect(again.counters.cachedBytes == diskBytes && again.counters.cachedChunks == disk.count, "every disk chunk was in the cache")
         await fixture.stopServer()
     }
 

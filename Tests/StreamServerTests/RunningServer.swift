@@ -16,6 +16,9 @@ final class RunningServer: @unchecked Sendable {
         options.port = 0
         options.scrubEnabled = false
         options.traceDirectory = catalogue.base + "/traces"
+        // The 10 s request-head deadline closed test connections when the suite's VM tests starved
+        // the server's threads at the start of a full run; tests of the deadline set their own.
+        options.connectionLimits.headTimeout = .seconds(120)
         configure(&options)
         var logger = Logger(label: "test.server")
         logger.logLevel = .critical

@@ -16,9 +16,8 @@ import Testing
         #expect(try await request(server, .POST, "/v1/traces/a%2Fb", headers: auth, body: trace).status == 400)
         #expect(try await request(server, .POST, "/v1/traces/demo", headers: auth, body: Array("not json".utf8)).status == 400)
         #expect(try await request(server, .POST, "/v1/traces/demo", headers: auth, body: Array("42".utf8)).status == 400)
-        let tooBig = [UInt8](repeating: UInt8(ascii: " "), count: TraceStore.maximumTraceBytes + 1)
-        #expect(try await request(server, .POST, "/v1/traces/demo", headers: auth, body: tooBig).status == 413)
-
+        // A trace over the cap: OversizedUploadTests.tooLargeTraceIsRefusedHTTP1 (from the head alone;
+        // sending 16 MiB here raced the server's early 413 and close).
         let stored = try await request(server, .POST, "/v1/traces/demo", headers: auth, body: trace)
         #expect(stored.status == 201)
         let files = try FileManager.default.contentsOfDirectory(atPath: catalogue.base + "/traces/demo")

@@ -9,7 +9,19 @@ public enum HostTools {
     public static let openssl = firstExecutable(["/usr/bin/openssl"])
     public static let h2load = firstExecutable(["/usr/bin/h2load"])
 
+    public static let systemdAnalyze = firstExecutable(["/usr/bin/systemd-analyze", "/bin/systemd-analyze"])
+
     public static var hasNginx: Bool { nginx != nil }
+    public static var hasSystemdAnalyze: Bool { systemdAnalyze != nil }
+
+    /// /dev/kvm opens read-write (for suites that cannot import the Hypervisor's own check, such as
+    /// the ones that run the built binary).
+    public static var hasKVM: Bool {
+        let fd = open("/dev/kvm", O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        close(fd)
+        return true
+    }
     public static var hasOpenSSL: Bool { openssl != nil }
     public static var hasH2load: Bool { h2load != nil }
 

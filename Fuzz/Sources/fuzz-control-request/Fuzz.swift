@@ -2,7 +2,7 @@ import ControlAPI
 import Foundation
 import FuzzSupport
 
-// Request bodies of the control API (PATCH /vm, PUT /snapshot/create) from any local client of the
+// Request bodies of the control API (PATCH /vm, PUT /snapshot/create, PUT /actions) from any local client of the
 // machine's Unix socket. Each body goes to both parsers; an accepted snapshot request names two
 // different absolute paths.
 
@@ -11,6 +11,7 @@ public func fuzzControlRequest(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> 
     let body = FuzzInput.data(bytes, count)
     guard body.count <= ControlRequests.maximumBodyBytes else { return 0 } // refused before parsing
     _ = try? ControlRequests.vmStateChange(body)
+    _ = try? ControlRequests.instanceAction(body)
     if let create = try? ControlRequests.snapshotCreate(body) {
         precondition(create.snapshotPath.hasPrefix("/") && create.memoryFilePath.hasPrefix("/"), "relative path accepted")
         precondition(create.snapshotPath != create.memoryFilePath, "one file for state and memory")
@@ -22,6 +23,7 @@ func seeds() throws -> [String: Data] {
     [
         "pause": Data(#"{"state":"Paused"}"#.utf8),
         "resume": Data(#"{"state":"Resumed"}"#.utf8),
+        "stop": Data(#"{"action_type":"InstanceStop"}"#.utf8),
         "snapshot": Data(#"{"snapshot_path":"/tmp/vmstate.json","mem_file_path":"/tmp/memory.img","snapshot_type":"Full"}"#.utf8),
     ]
 }

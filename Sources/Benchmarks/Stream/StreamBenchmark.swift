@@ -342,6 +342,6 @@ public struct StreamBenchmark: Sendable {
     public static func bootArtifactBytes(_ manifest: Manifest) -> Int {
         let resumes = manifest.artifact(.memory) != nil && manifest.artifact(.state) != nil
         return (resumes ? [ArtifactRole.state] : [.kernel, .initrd]).compactMap { manifest.artifact($0) }
-            .reduce(0) { total, artifact in total + artifact.chunks.reduce(0) { $0 + ($1?.stored ?? 0) } }
+            .reduce(0) { $0 + $1.storedBytes }
     }
 }

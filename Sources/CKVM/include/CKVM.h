@@ -37,6 +37,8 @@ static const unsigned long CKVM_GET_PIT2 = KVM_GET_PIT2;
 static const unsigned long CKVM_SET_PIT2 = KVM_SET_PIT2;
 static const unsigned long CKVM_GET_CLOCK = KVM_GET_CLOCK;
 static const unsigned long CKVM_SET_CLOCK = KVM_SET_CLOCK;
+// The frequency a vCPU's TSC runs at (time dilation tells the guest another one).
+static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 static const unsigned int CKVM_IRQCHIP_PIC_MASTER = KVM_IRQCHIP_PIC_MASTER;
 static const unsigned int CKVM_IRQCHIP_PIC_SLAVE = KVM_IRQCHIP_PIC_SLAVE;
 static const unsigned int CKVM_IRQCHIP_IOAPIC = KVM_IRQCHIP_IOAPIC;
@@ -81,6 +83,10 @@ static const int CKVM_CAP_DEBUGREGS = KVM_CAP_DEBUGREGS;
 static const unsigned int CKVM_PIT_SPEAKER_DUMMY = KVM_PIT_SPEAKER_DUMMY;
 
 // Typed wrappers for the variadic ioctl(2); they only forward the call.
+/* The calling thread's kernel ID (glibc 2.36 of Debian 12 has gettid(), but Swift's Glibc module
+ * does not export it): what cgroup `tasks`/`cgroup.threads` files take. */
+static inline int ckvm_thread_id(void) { return (int)syscall(SYS_gettid); }
+
 static inline int ckvm_ioctl_pointer(int fd, unsigned long request, void *argument) {
     return ioctl(fd, request, argument);
 }

@@ -76,4 +76,11 @@ public final class KVMSystem: @unchecked Sendable {
         let vmFD = try IOCTL.call(fd, CKVM_CREATE_VM, "KVM_CREATE_VM", value: 0)
         return VirtualMachine(fd: vmFD, system: self)
     }
+
+    /// The TSC frequency a new vCPU gets on this host, in kHz: asked of a scratch VM's vCPU,
+    /// because KVM answers KVM_GET_TSC_KHZ per vCPU and callers need it before their machine exists.
+    public func guestTSCKHz() throws -> Int {
+        let scratch = try createVirtualMachine()
+        return try scratch.createVCPU(index: 0).tscKHz()
+    }
 }

@@ -60,6 +60,11 @@ public final class VCPU: @unchecked Sendable {
     }
 
     /// Installs the CPUID table this vCPU reports.
+    /// The frequency this vCPU's TSC counts at, in kHz (KVM_GET_TSC_KHZ).
+    public func tscKHz() throws -> Int {
+        Int(try IOCTL.call(fd, CKVM_GET_TSC_KHZ, "KVM_GET_TSC_KHZ", value: 0))
+    }
+
     public func setCPUID(_ entries: [CPUIDEntry]) throws {
         let bytes = MemoryLayout<kvm_cpuid2>.size + entries.count * MemoryLayout<kvm_cpuid_entry2>.stride
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 8)

@@ -1,3 +1,4 @@
+import CKVM
 import Foundation
 import Glibc
 
@@ -31,7 +32,12 @@ extension Machine {
             let thread = Thread { [self] in
                 Self.unblockKickSignal()
                 threadIDs.withLock { $0[vcpu.index] = pthread_self() }
-                runLoop(vcpu)
+                do {
+                    try configuration.vcpuThreadStarted?(vcpu.index, ckvm_thread_id())
+                    runLoop(vcpu)
+                } catch {
+                    stop(.failure("vCPU \(vcpu.index) thread set-up: \(error)"))
+                }
                 threadsFinished.signal()
             }
             thread.name = "vcpu\(vcpu.index)"
@@ -72,6 +78,7 @@ extension Machine {
         }
         doorbells.forEach { $0.waitUntilStopped() }
         devices.flushGuestErrorWarnings()
+        devices.runStopActions()
         finishedRunning.withLock { $0 = true }
         return currentStopReason
     }
@@ -121,7 +128,7 @@ extension Machine {
             if state == .stopped { throw HypervisorError.invalidState("the machine stopped while pausing: \(currentStopReason)") }
             throw HypervisorError.invalidState("a vCPU did not leave the guest within \(Self.joinLimit) (blocked on a page fault or in the host kernel); the machine keeps running")
         }
-        doorbells.forEach { $0.pause() }
+        devices.pauseQueues()
         phase.withLock { $0 = .paused }
     }
 
@@ -131,7 +138,7 @@ extension Machine {
         defer { lifecycleLock.unlock() }
         guard state == .paused else { throw HypervisorError.invalidState("only a paused machine can be resumed (it is \(state.rawValue.lowercased()))") }
         phase.withLock { $0 = .running }
-        doorbells.forEach { $0.resume() }
+        devices.resumeQueues()
         parking.resume()
     }
 

@@ -33,6 +33,9 @@ public final class Machine: @unchecked Sendable {
     let system: KVMSystem
     let virtualMachine: VirtualMachine
     let vcpus: [VCPU]
+    /// The CPUID table each vCPU was given (by policy and the configuration's adjustment, or by the
+    /// snapshot it resumed from): a snapshot records it, so a guest resumed again keeps what it was told.
+    let vcpuCPUID: [[CPUIDEntry]]
     let dispatcher: ExitDispatcher
     let logger: Logger
     /// Serves guest RAM from the snapshot when the machine was restored lazily, or from
@@ -132,20 +135,26 @@ public final class Machine: @unchecked Sendable {
         let supported = try system.supportedCPUID()
         let policy = CPUIDPolicy(vcpuCount: configuration.vcpuCount)
         var vcpus: [VCPU] = []
+        var vcpuCPUID: [[CPUIDEntry]] = []
         for index in 0..<configuration.vcpuCount {
             let vcpu = try virtualMachine.createVCPU(index: index)
             if let restore = configuration.restore {
                 try restore.state.vcpus[index].apply(to: vcpu)
                 vcpus.append(vcpu)
+                vcpuCPUID.append(restore.state.vcpus[index].cpuidEntries)
                 continue
             }
-            let refused = try VCPUSetup.configure(vcpu, cpuid: policy.entries(from: supported, apicID: index), entry: index == 0 ? entry : nil)
+            var cpuid = policy.entries(from: supported, apicID: index)
+            if let adjust = configuration.cpuidAdjustment { cpuid = adjust(cpuid) }
+            let refused = try VCPUSetup.configure(vcpu, cpuid: cpuid, entry: index == 0 ? entry : nil)
             if !refused.isEmpty, index == 0 {
                 logger.debug("host KVM refused boot MSRs", metadata: ["msrs": "\(refused.map { "0x" + String($0, radix: 16) })"])
             }
             vcpus.append(vcpu)
+            vcpuCPUID.append(cpuid)
         }
         self.vcpus = vcpus
+        self.vcpuCPUID = vcpuCPUID
         owner.machine = self
         if let restore = configuration.restore {
             try restore.state.checkDisks(against: configuration.disks)

@@ -32,6 +32,13 @@ public struct MachineConfiguration: Sendable {
     /// first, and any page dropped with `Machine.discardPages`) comes from this source on first
     /// touch (`ZeroPageSource` gives a fresh boot's zeros). A restore uses its plan's source instead.
     public var pageSource: (any PageSource)?
+    /// Edits each booted vCPU's CPUID table after the machine's own policy (time dilation hides
+    /// kvmclock and states another TSC frequency there). A restored vCPU keeps its snapshot's table.
+    public var cpuidAdjustment: (@Sendable ([CPUIDEntry]) -> [CPUIDEntry])?
+    /// Called on each vCPU thread with its index and kernel thread ID before it first enters the
+    /// guest, so a caller can place it (a cgroup CPU limit for time dilation, CPU affinity). An error
+    /// stops the machine before the vCPU runs.
+    public var vcpuThreadStarted: (@Sendable (_ index: Int, _ threadID: Int32) throws -> Void)?
 
     public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage?, commandLine: String = "",
                 disks: [any BlockBackend] = [], readyMarker: String = "STREAMVM-READY",

@@ -31,9 +31,7 @@ extension Machine {
             throw HypervisorError.invalidState("a snapshot needs a paused machine (it is \(state.rawValue.lowercased())): pause it first")
         }
         let msrIndices = try system.msrIndexList()
-        let cpuid = try system.supportedCPUID()
-        let policy = CPUIDPolicy(vcpuCount: vcpus.count)
-        let vcpuStates = try vcpus.map { try VCPUState.capture($0, msrIndices: msrIndices, cpuid: policy.entries(from: cpuid, apicID: $0.index)) }
+        let vcpuStates = try vcpus.map { try VCPUState.capture($0, msrIndices: msrIndices, cpuid: vcpuCPUID[$0.index]) }
         let platform = try PlatformState.capture(virtualMachine)
         let deviceStates = try devices.saveStates()
         let disks = zip(configuration.disks, configuration.disks.indices).map { backend, index in

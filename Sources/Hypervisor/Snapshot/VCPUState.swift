@@ -72,7 +72,8 @@ public struct VCPUState: Codable, Sendable, Equatable {
         }
     }
 
-    var cpuidEntries: [CPUIDEntry] {
+    /// The CPUID table the vCPU had: a resumed guest keeps what it was told (its TSC frequency too).
+    public var cpuidEntries: [CPUIDEntry] {
         cpuid.map { CPUIDEntry(function: $0[0], index: $0[1], flags: $0[2], eax: $0[3], ebx: $0[4], ecx: $0[5], edx: $0[6]) }
     }
 

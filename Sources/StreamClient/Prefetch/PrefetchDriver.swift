@@ -96,6 +96,11 @@ public final class PrefetchDriver: @unchecked Sendable {
         }
     }
 
+    /// Startup bytes already local and what the scheduler wants local before the guest starts.
+    public var bufferProgress: (buffered: Int, target: Int) {
+        lock.withLock { (scheduler.bufferedStartupBytes, scheduler.bufferTargetBytes) }
+    }
+
     /// Everything outstanding finished and nothing is left to issue.
     public var isIdle: Bool { lock.withLock { scheduler.isIdle } }
 

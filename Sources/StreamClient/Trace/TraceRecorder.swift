@@ -84,6 +84,11 @@ public final class TraceRecorder: AccessTraceSink, @unchecked Sendable {
     /// First touches recorded so far.
     public var firstTouchCount: Int { lock.withLock { records.count } }
 
+    /// When the guest started and printed its ready marker, in seconds since this recorder was made.
+    public var milestones: (guestStarted: Double?, ready: Double?) {
+        lock.withLock { (guestStartedAt.map { $0 - startedAt }, readyAt.map { $0 - startedAt }) }
+    }
+
     public func stallSummary() -> (count: Int, seconds: Double, afterReadyCount: Int, afterReadySeconds: Double) {
         lock.withLock {
             let stalls = records.filter { $0.stallSeconds > 0 }

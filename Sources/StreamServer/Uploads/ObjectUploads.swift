@@ -23,12 +23,20 @@ public final class ObjectUploads: Sendable {
     public struct Policy: Sendable {
         /// Signer catalog.json uploads must have; nil accepts any valid signature.
         public var trustedKey: TrustedKey?
+        /// Further signers accepted beside `trustedKey` (a host's trust store).
+        public var trustedKeys: [TrustedKey] = []
         /// Accept unsigned catalog.json uploads (only for catalogues published without --key).
         public var allowUnsigned: Bool
 
         public init(trustedKey: TrustedKey? = nil, allowUnsigned: Bool = false) {
             self.trustedKey = trustedKey
             self.allowUnsigned = allowUnsigned
+        }
+
+        /// Any of the trusted keys; with none, any valid signature.
+        public var catalogTrust: SignedCatalog.Trust {
+            let keys = (trustedKey.map { [$0] } ?? []) + trustedKeys
+            return keys.isEmpty ? .insecure : .anyOf(keys)
         }
     }
 
@@ -108,7 +116,7 @@ public final class ObjectUploads: Sendable {
     private func putCatalog(_ data: Data) async throws -> Outcome {
         let candidate: SignedCatalog
         do {
-            candidate = try SignedCatalog.decode(data, trust: policy.trustedKey.map { .key($0) } ?? .insecure, file: "uploaded catalog.json")
+            candidate = try SignedCatalog.decode(data, trust: policy.catalogTrust, file: "uploaded catalog.json")
         } catch {
             return .rejected(String(describing: error))
         }

@@ -36,6 +36,9 @@ public final class DeviceManager: @unchecked Sendable {
     /// `virtio_mmio.device=4K@0x…:gsi` for kernels that find virtio-mmio devices on the command line.
     public private(set) var kernelCommandLineWords: [String] = []
     private(set) var doorbells: [QueueDoorbell] = []
+    private(set) var transports: [VirtioMMIOTransport] = []
+    /// Run once when the machine's run has ended (a network device releases its backend's port).
+    private var stopActions: [@Sendable () -> Void] = []
     private var entries: [Entry] = []
     private var nextWindow = GuestLayout.virtioMMIOBase
     private var nextGSI = GuestLayout.virtioFirstGSI
@@ -110,10 +113,35 @@ public final class DeviceManager: @unchecked Sendable {
             }
         }
         acpiDevices.append(ACPITables.MMIODevice(address: address, length: length, gsi: gsi))
+        transports.append(transport)
         // Kernels with CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES find the device from this parameter; others
         // from the DSDT (ACPITables). A kernel that sees both logs one failed duplicate probe.
         kernelCommandLineWords.append("virtio_mmio.device=4K@0x\(String(address, radix: 16)):\(gsi)")
         return transport
+    }
+
+    /// Has `action` run once when the machine's run has ended and its threads are joined.
+    public func onStop(_ action: @escaping @Sendable () -> Void) {
+        stopActions.append(action)
+    }
+
+    /// Runs the stop actions (once: they are dropped afterwards).
+    func runStopActions() {
+        let actions = stopActions
+        stopActions = []
+        actions.forEach { $0() }
+    }
+
+    /// The machine pauses: no queue runs, guest-notified or device-initiated, until `resumeQueues`.
+    func pauseQueues() {
+        doorbells.forEach { $0.pause() }
+        transports.forEach { $0.holdDeviceInitiatedRuns(true) }
+    }
+
+    /// The machine resumes: queues run again, and each doorbell looks at its queue once.
+    func resumeQueues() {
+        transports.forEach { $0.holdDeviceInitiatedRuns(false) }
+        doorbells.forEach { $0.resume() }
     }
 
     /// Metrics of every registered device, in registration order.

@@ -43,6 +43,7 @@ extension VirtqueueError {
         case .zeroLengthBuffer: return "zero_length_buffer"
         case .indirectNotNegotiated: return "indirect_not_negotiated"
         case .readableAfterWritable: return "readable_after_writable"
+        case .wrongBufferDirection: return "wrong_buffer_direction"
         }
     }
 }

@@ -22,11 +22,30 @@ public protocol VirtioDevice: AnyObject, Sendable {
     var requestRefusals: GuestErrorCounters? { get }
     /// The device model's name in metrics, e.g. "virtio-blk".
     var metricsName: String { get }
+    /// The driver's accepted features (FEATURES_OK stuck, or a restored negotiated state). Called
+    /// with the transport's locks held: the device must not call back into the transport.
+    func featuresAccepted(_ features: UInt64)
+    /// The driver notified queue `index` and its run is over; called with no transport lock held, so
+    /// the device may call out (virtio-net tells its backend receive buffers arrived).
+    func queueNotified(_ index: Int)
 }
 
 extension VirtioDevice {
+    public func featuresAccepted(_ features: UInt64) {}
+    public func queueNotified(_ index: Int) {}
     public var requestRefusals: GuestErrorCounters? { nil }
     public var metricsName: String { "virtio-\(deviceType)" }
+}
+
+/// A device's configuration space as fixed bytes (block: capacity and limits; net: MAC and status).
+public enum VirtioConfigurationSpace {
+    /// Copies the bytes a guest read at `offset` covers; outside `bytes` it reads zeros.
+    public static func read(_ bytes: [UInt8], offset: Int, into data: UnsafeMutableRawBufferPointer) {
+        for index in 0..<data.count {
+            let position = offset + index
+            data[index] = position >= 0 && position < bytes.count ? bytes[position] : 0
+        }
+    }
 }
 
 /// Feature bits defined for every device type (virtio 1.x §6).

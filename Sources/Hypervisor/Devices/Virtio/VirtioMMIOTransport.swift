@@ -8,10 +8,13 @@ import Logging
 /// queue setups are refused (QueueReady stays 0), and a corrupt ring puts the device into
 /// DEVICE_NEEDS_RESET until the driver resets it.
 ///
-/// Two locks: `state` guards the registers and is held only briefly; `queueWork` serialises queue
-/// runs, which call the device and may block for seconds (a disk chunk coming over a WAN). The
-/// driver's interrupt handler reads InterruptStatus and writes InterruptACK with interrupts off, so
-/// those never wait for a queue run; writes that change what a run sees (reset, queue setup) do.
+/// Two kinds of lock: `state` guards the registers and is held only briefly; one `queueWork` lock
+/// per queue serialises that queue's runs, which call the device and may block for seconds (a disk
+/// chunk coming over a WAN). Per queue, because virtio-net's receive queue is filled by backend
+/// threads (`runDeviceInitiated`) while its transmit queue runs, and a transmit may deliver a frame
+/// to the same device (an echo, a switch looping back) before it returns. The driver's interrupt
+/// handler reads InterruptStatus and writes InterruptACK with interrupts off, so those never wait for
+/// a queue run; writes that change what a run sees (reset, queue setup) take every queue's lock.
 public final class VirtioMMIOTransport: BusDevice {
     // Register offsets (virtio 1.x §4.2.2, Table "MMIO Device Register Layout").
     static let magicValueRegister: UInt64 = 0x000
@@ -68,9 +71,12 @@ public final class VirtioMMIOTransport: BusDevice {
     public let guestErrors = GuestErrorCounters()
     private let warnings: RateLimitedWarnings
     private let state: Locked<State>
-    /// Held for a whole queue run, and by every register write except InterruptACK and QueueNotify;
-    /// taken before `state`, never after.
-    private let queueWork = Locked(())
+    /// One per queue, held for a whole run of that queue; all of them (in index order) by every
+    /// register write except InterruptACK and QueueNotify. Taken before `state`, never after.
+    private let queueWork: [Locked<Void>]
+    /// While true (the machine is paused), device-initiated runs are refused: nothing changes guest
+    /// memory or queue state until the machine resumes.
+    private let deviceRunsHeld = Locked(false)
 
     public init(device: any VirtioDevice, memory: GuestMemory, interrupt: any InterruptLine, logger: Logger) {
         self.device = device
@@ -78,6 +84,16 @@ public final class VirtioMMIOTransport: BusDevice {
         self.interrupt = interrupt
         self.warnings = RateLimitedWarnings(logger: logger)
         state = Locked(State(queues: device.queueMaximumSizes.map(Virtqueue.init(maximumSize:))))
+        queueWork = device.queueMaximumSizes.map { _ in Locked(()) }
+    }
+
+    /// Runs `body` holding every queue's lock, in index order (so two callers never deadlock).
+    private func withEveryQueue<Result>(_ body: () throws -> Result) rethrows -> Result {
+        func hold(from index: Int) throws -> Result {
+            guard index < queueWork.count else { return try body() }
+            return try queueWork[index].withLock { _ in try hold(from: index + 1) }
+        }
+        return try hold(from: 0)
     }
 
     /// Everything this device refused so far (for `Machine.metrics()`).
@@ -91,7 +107,7 @@ public final class VirtioMMIOTransport: BusDevice {
     public func flushWarnings() { warnings.flush() }
 
     /// The transport's state, to be saved with a snapshot (after any queue run in progress).
-    public func snapshot() -> State { queueWork.withLock { _ in state.withLock { $0 } } }
+    public func snapshot() -> State { withEveryQueue { state.withLock { $0 } } }
 
     /// Replaces the transport's state with a saved one (same device type and queue count). A saved
     /// ready queue must pass the check a guest's QueueReady write passes (`Virtqueue.isValid`): a
@@ -104,7 +120,9 @@ public final class VirtioMMIOTransport: BusDevice {
         for (index, queue) in saved.queues.enumerated() where queue.isReady && !queue.isValid(in: memory) {
             throw HypervisorError.invalidSnapshot("virtio queue \(index) is ready but its size \(queue.size) or rings (descriptors 0x\(String(queue.descriptorTable, radix: 16)), available 0x\(String(queue.availableRing, radix: 16)), used 0x\(String(queue.usedRing, radix: 16))) do not fit guest RAM")
         }
-        queueWork.withLock { _ in state.withLock { $0 = saved } }
+        withEveryQueue { state.withLock { $0 = saved } }
+        // The device learns the features the restored driver negotiated (e.g. virtio-net's header).
+        if saved.status & VirtioStatus.featuresOK != 0 { device.featuresAccepted(saved.driverFeatures) }
     }
 
     var offeredFeatures: UInt64 { device.features | VirtioFeature.version1 }
@@ -166,7 +184,7 @@ public final class VirtioMMIOTransport: BusDevice {
             break
         }
         var raise = false
-        queueWork.withLock { _ in state.withLock { state in
+        withEveryQueue { state.withLock { state in
             let selected = Int(state.queueSelect)
             // Queue registers may change only while that queue is not ready (§4.2.2.3).
             func configureQueue(_ change: (inout Virtqueue) -> Void) {
@@ -221,7 +239,43 @@ public final class VirtioMMIOTransport: BusDevice {
     /// Runs queue `index` as a QueueNotify write of `index` does: also the entry point for
     /// notifications that arrive through an ioeventfd (`QueueDoorbell`) instead of the bus.
     public func notify(queue index: Int) {
-        queueWork.withLock { _ in runQueue(index) }
+        guard queueWork.indices.contains(index) else { return }
+        queueWork[index].withLock { _ in runQueue(index) }
+        // Outside every lock: the device may call out (virtio-net tells its backend that receive
+        // buffers arrived, and the backend may deliver a frame at once, which takes this queue's lock).
+        device.queueNotified(index)
+    }
+
+    /// Runs `work` on queue `index` at the device's initiative (virtio-net delivering a received
+    /// frame from a backend thread), with the same locking and error handling as a guest-notified
+    /// run: the device gets the queue only while the driver has it running (DRIVER_OK, queue ready,
+    /// no reset pending) and the machine is not paused; otherwise returns nil without calling `work`.
+    /// `work` returns whether it put anything in the used ring (the transport then interrupts, unless
+    /// the driver asked for quiet). A ring error puts the device into DEVICE_NEEDS_RESET, as in a run.
+    public func runDeviceInitiated<Result>(queue index: Int,
+                                           _ work: (inout Virtqueue, GuestMemory) throws(VirtqueueError) -> (Result, used: Bool)) -> Result? {
+        guard queueWork.indices.contains(index) else { return nil }
+        return queueWork[index].withLock { _ -> Result? in
+            guard !deviceRunsHeld.withLock({ $0 }), var queue = usableQueue(index) else { return nil }
+            do throws(VirtqueueError) {
+                let (result, used) = try work(&queue, memory)
+                state.withLock { $0.queues[index] = queue }
+                if used, !queue.interruptSuppressed(memory: memory) {
+                    state.withLock { $0.interruptStatus |= Self.interruptUsedBuffer }
+                    interrupt.trigger()
+                }
+                return result
+            } catch {
+                refuseBrokenQueue(index, queue: queue, error: error)
+                return nil
+            }
+        }
+    }
+
+    /// Holds (true) or releases device-initiated runs: the machine's pause and resume. Holding waits
+    /// for a device-initiated run in progress to end.
+    public func holdDeviceInitiatedRuns(_ held: Bool) {
+        withEveryQueue { deviceRunsHeld.withLock { $0 = held } }
     }
 
     /// Applies a status write; returns whether to interrupt.
@@ -237,7 +291,11 @@ public final class VirtioMMIOTransport: BusDevice {
         var accepted = value & ~VirtioStatus.deviceNeedsReset
         if accepted & VirtioStatus.featuresOK != 0, state.status & VirtioStatus.featuresOK == 0 {
             let subset = state.driverFeatures & ~offeredFeatures == 0
-            if !subset || state.driverFeatures & VirtioFeature.version1 == 0 { accepted &= ~VirtioStatus.featuresOK }
+            if !subset || state.driverFeatures & VirtioFeature.version1 == 0 {
+                accepted &= ~VirtioStatus.featuresOK
+            } else {
+                device.featuresAccepted(state.driverFeatures)
+            }
         }
         // DRIVER_OK without successful feature negotiation would run the device on unknown terms.
         if accepted & VirtioStatus.driverOK != 0, accepted & VirtioStatus.featuresOK == 0 { accepted &= ~VirtioStatus.driverOK }
@@ -246,15 +304,11 @@ public final class VirtioMMIOTransport: BusDevice {
         return false
     }
 
-    /// Runs the device on a notified queue, with `queueWork` held and `state` not: the device works
-    /// on a copy of the queue, which goes back into the state afterwards (no other writer can change
-    /// a queue meanwhile, as they all wait for `queueWork`).
+    /// Runs the device on a notified queue, with its `queueWork` lock held and `state` not: the device
+    /// works on a copy of the queue, which goes back into the state afterwards (no other writer can
+    /// change that queue meanwhile, as they all wait for its `queueWork` lock).
     private func runQueue(_ index: Int) {
-        guard var queue = state.withLock({ state -> Virtqueue? in
-            guard state.status & VirtioStatus.driverOK != 0, state.status & VirtioStatus.deviceNeedsReset == 0,
-                  state.queues.indices.contains(index), state.queues[index].isReady else { return nil }
-            return state.queues[index]
-        }) else { return }
+        guard var queue = usableQueue(index) else { return }
         do {
             // Each completed request is announced at once, unless the driver asked for quiet.
             try device.processQueue(index, queue: &queue, memory: memory) { progress in
@@ -264,15 +318,29 @@ public final class VirtioMMIOTransport: BusDevice {
             }
             state.withLock { $0.queues[index] = queue }
         } catch {
-            guestErrors.count(error.reason)
-            warnings.warning("virtio-mmio: queue error, device needs reset", metadata: ["queue": "\(index)", "error": "\(error)"])
-            state.withLock { state in
-                state.queues[index] = queue
-                state.status |= VirtioStatus.deviceNeedsReset
-                state.interruptStatus |= Self.interruptConfigurationChange
-            }
-            interrupt.trigger()
+            refuseBrokenQueue(index, queue: queue, error: error)
         }
+    }
+
+    /// A copy of queue `index` if the driver has it running: DRIVER_OK, no reset pending, ready.
+    private func usableQueue(_ index: Int) -> Virtqueue? {
+        state.withLock { state -> Virtqueue? in
+            guard state.status & VirtioStatus.driverOK != 0, state.status & VirtioStatus.deviceNeedsReset == 0,
+                  state.queues.indices.contains(index), state.queues[index].isReady else { return nil }
+            return state.queues[index]
+        }
+    }
+
+    /// A corrupt ring: count it, and tell the driver the device needs a reset.
+    private func refuseBrokenQueue(_ index: Int, queue: Virtqueue, error: VirtqueueError) {
+        guestErrors.count(error.reason)
+        warnings.warning("virtio-mmio: queue error, device needs reset", metadata: ["queue": "\(index)", "error": "\(error)"])
+        state.withLock { state in
+            state.queues[index] = queue
+            state.status |= VirtioStatus.deviceNeedsReset
+            state.interruptStatus |= Self.interruptConfigurationChange
+        }
+        interrupt.trigger()
     }
 }
 

@@ -15,6 +15,9 @@ public enum VirtqueueError: Error, Equatable, Sendable {
     case indirectNotNegotiated
     /// A device-readable buffer followed a device-writable one (virtio 1.x §2.7.4.2 forbids it).
     case readableAfterWritable
+    /// A buffer the device cannot use in the direction it points: device-writable on a queue the
+    /// device only reads (virtio-net transmit), device-readable on one it only writes (receive).
+    case wrongBufferDirection
 }
 
 /// One guest buffer of a chain, already checked to lie wholly inside guest RAM.

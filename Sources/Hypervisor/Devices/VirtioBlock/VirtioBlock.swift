@@ -59,11 +59,7 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
     }
 
     public func readConfiguration(offset: Int, into data: UnsafeMutableRawBufferPointer) {
-        let bytes = configurationBytes
-        for index in 0..<data.count {
-            let position = offset + index
-            data[index] = position >= 0 && position < bytes.count ? bytes[position] : 0
-        }
+        VirtioConfigurationSpace.read(configurationBytes, offset: offset, into: data)
     }
 
     public func writeConfiguration(offset: Int, from data: UnsafeRawBufferPointer) {}

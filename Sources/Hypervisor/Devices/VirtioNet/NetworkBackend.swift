@@ -25,6 +25,16 @@ public protocol NetworkEndpoint: AnyObject, Sendable {
     /// backend then keeps the frame (or drops it under its own queue limit) and offers it again
     /// after `NetworkBackend.receiveBuffersAvailable`.
     func deliver(_ frame: UnsafeRawBufferPointer, offload: FrameOffload) -> Bool
+    /// Whether the guest takes a frame with this offload as it is (its driver negotiated the
+    /// matching receive features). A backend asks before `deliver` and fills in the checksum or
+    /// segments the frame when not; the device completes a checksum itself but drops (and counts)
+    /// a frame with segmentation the guest did not accept.
+    func accepts(_ offload: FrameOffload) -> Bool
+}
+
+extension NetworkEndpoint {
+    /// Conservative default for endpoints that take only complete, MTU-sized frames.
+    public func accepts(_ offload: FrameOffload) -> Bool { offload == .none }
 }
 
 /// Offload facts that travel with a frame between a device and a backend (virtio 1.x §5.1.6): a
