@@ -28,6 +28,8 @@ enum MetricsText {
                     metrics.devices.map { ([("device", $0.name)], Double($0.counters.bytesWritten)) })
         out.counter("streamvm_device_errors_total", "Requests answered with an error per device.",
                     metrics.devices.map { ([("device", $0.name)], Double($0.counters.errors)) })
+        out.counter("streamvm_device_throttled_seconds_total", "Seconds a device's requests were held back by its rate or latency limit (disks with --disk-rate or --disk-latency).",
+                    metrics.devices.compactMap { device in device.counters.throttledSeconds.map { ([("device", device.name)], $0) } })
         out.counter("streamvm_device_guest_errors_total", "Guest-triggered refusals per device and reason (malformed rings, bad requests).",
                     metrics.devices.flatMap { device in
                         device.guestErrors.sorted { $0.key < $1.key }.map { ([("device", device.name), ("reason", $0.key)], Double($0.value)) }

@@ -35,6 +35,17 @@ struct DilatedGuestTests {
         #expect(real <= expected + 5, "ticks far too late: \(real) s for \(expected) s")
     }
 
+    /// A dilated guest reads its disk through a limit of rate ÷ TDF: every sector it checks holds
+    /// the host's pattern, and the device held its requests back (1 MiB at 200 kB/s real, beyond a
+    /// 64 KiB burst, is about 5 s of waiting unless the guest itself is slower than that).
+    @Test func aDilatedGuestReadsItsDiskThroughTheLimit() throws {
+        let disk = DilatedDisk(perceivedBytesPerSecond: 400_000, factor: try DilationFactor(2))
+        let probe = try DiskRateProbe.run(guestImage: try Self.image.get(), disk: disk, limitCPU: false, diskMiB: 2, readMiB: 1,
+                                          logger: Logger(label: "test-dilation-disk"))
+        #expect(probe.bytes == 1 << 20 && probe.requests == 16)
+        #expect(probe.throttledSeconds > 0, "the device held requests back")
+    }
+
     @Test func withoutDilationTheGuestIsToldNoFrequencyAndSeesKvmclock() throws {
         let probe = try ClockProbe.run(guestImage: try Self.image.get(), factor: nil, ticks: 2, tickMilliseconds: 50,
                                        logger: Logger(label: "test-dilation"))

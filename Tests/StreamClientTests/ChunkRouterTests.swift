@@ -28,7 +28,7 @@ import Testing
     }
 
     /// Polls `condition` (test-side only) until it holds or `seconds` pass.
-    private static func eventually(_ seconds: Double = 10, _ condition: () -> Bool) async throws -> Bool {
+    private static func eventually(_ seconds: Double = 60, _ condition: () -> Bool) async throws -> Bool {
         let deadline = monotonicSeconds() + seconds
         while !condition() {
             guard monotonicSeconds() < deadline else { return false }

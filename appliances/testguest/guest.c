@@ -6,6 +6,7 @@
  *   mode=net      virtio-net: `count=N` frames (60..1514 bytes, every 4th with a checksum left to the
  *                 receiver) through the host's echo peer; every echoed byte checked
  *   mode=cpurate  `rounds=R` rounds of `work=N` multiply-add steps timed by the TSC (perceived CPU speed)
+ *   mode=diskrate virtio-blk: `mib=M` MiB of 64 KiB sequential reads timed by the TSC (perceived disk speed)
  *   mode=netrate  virtio-net: role=send sends `count=N` frames of `size=S`; role=recv times their arrival
  *                 by its TSC (perceived throughput, for time-dilation benchmarks)
  *   mode=netecho  virtio-net: echo `count=N` frames back to their sender (MACs swapped); the far end
@@ -1284,6 +1285,36 @@ static int cpurate_test(const char *cmdline) {
     return 0;
 }
 
+/* Disk speed as this guest perceives it, for time dilation's disk scaling: `mib=M` MiB (default 2)
+ * of 64 KiB sequential reads (wrapping at the end of the disk), timed by its TSC at the frequency it
+ * was told; the first and last byte of every sector are checked against the host's pattern. Prints
+ * `diskrate bytes B requests N cycles C tsc_khz K`. */
+static int diskrate_test(const char *cmdline) {
+    u64 khz = told_tsc_khz(cmdline);
+    if (!khz) { check(0, "a TSC frequency (tsc_early_khz= or CPUID 0x40000010)"); return failures; }
+    if (virtio_setup() != 0) { check(0, "virtio-blk device setup"); return failures; }
+    u64 capacity = (u64)reg_read(VIRTIO_CONFIG) | ((u64)reg_read(VIRTIO_CONFIG + 4) << 32);
+    u64 chunks = capacity / 128;
+    if (!chunks) { check(0, "disk holds at least one 64 KiB block"); return failures; }
+    u64 requests = parse_number(argument(cmdline, "mib"), 2) * 16;
+    u64 errors = 0, wrong = 0;
+    puts_serial("diskrate: ready\n");
+    u64 start = read_tsc();
+    for (u64 i = 0; i < requests; i++) {
+        u64 sector = (i % chunks) * 128;
+        if (request(BLK_T_IN, sector, 65536) != BLK_S_OK) { errors++; continue; }
+        for (u32 s = 0; s < 128; s++) {
+            if (data[s * 512] != disk_pattern(sector + s, 0) || data[s * 512 + 511] != disk_pattern(sector + s, 511)) wrong++;
+        }
+    }
+    u64 cycles = read_tsc() - start;
+    check(errors == 0, "every read succeeded");
+    check(wrong == 0, "every sector holds the host's pattern");
+    puts_serial("diskrate bytes "); put_dec(requests * 65536); puts_serial(" requests "); put_dec(requests);
+    puts_serial(" cycles "); put_dec(cycles); puts_serial(" tsc_khz "); put_dec(khz); puts_serial("\n");
+    return failures;
+}
+
 u64 guest_main(const char *cmdline, u64 ram_size) {
     puts_serial("streamvm test guest: ");
     puts_serial(cmdline);
@@ -1325,6 +1356,8 @@ u64 guest_main(const char *cmdline, u64 ram_size) {
         result = clock_test(cmdline);
     } else if (word_is(mode, "cpurate")) {
         result = cpurate_test(cmdline);
+    } else if (word_is(mode, "diskrate")) {
+        result = diskrate_test(cmdline);
     } else if (word_is(mode, "netrate")) {
         result = netrate_test(cmdline);
     } else if (word_is(mode, "dedupfill")) {

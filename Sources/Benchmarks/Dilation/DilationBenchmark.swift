@@ -8,7 +8,8 @@ import Logging
 /// from 1/TDF, relative to 1/TDF (issue target <= 1 %). Then a pair of test guests under each factor
 /// sends frames over a switch link shaped to the perceived rate ÷ TDF; `net_error` is how far the
 /// throughput the dilated receiver perceives is from what the undilated pair perceives over the
-/// full rate (target <= 5 %). The DieCast error needs the scale-test runner, which does not exist
+/// full rate (target <= 5 %). Then the test guest reads its disk, held to a perceived rate ÷ TDF
+/// (`DilatedDisk`); `disk_error` is how far the rate it perceives is from the undilated run's. The DieCast error needs the scale-test runner, which does not exist
 /// yet: reported as null.
 public struct DilationBenchmark {
     public struct Options: Sendable {
@@ -19,6 +20,10 @@ public struct DilationBenchmark {
         /// this host's emulated virtio path is not the bottleneck.
         public var perceivedLinkBitsPerSecond: UInt64 = 400_000
         public var networkFrames: Int { quick ? 40 : 100 }
+        /// The disk rate the guest should perceive: low enough that the test guest's own work per
+        /// 64 KiB request (a few ms under this host's emulation) stays small beside it.
+        public var perceivedDiskBytesPerSecond: UInt64 = 2_000_000
+        public var diskReadMiB: Int { quick ? 2 : 4 }
 
         public init(guestImage: String, quick: Bool) {
             self.guestImage = guestImage
@@ -72,6 +77,22 @@ public struct DilationBenchmark {
         public var cpuError: Double
     }
 
+    public struct DiskRow: Codable, Sendable {
+        public var tdf: Double
+        /// What the guest should perceive, and what its virtio-blk device was held to.
+        public var perceivedDiskBytesPerSecond: UInt64
+        public var realDiskBytesPerSecond: UInt64
+        public var bytes: Int
+        public var requests: Int
+        public var perceivedSeconds: Double
+        public var realSeconds: Double
+        public var perceivedBytesPerSecond: Double
+        /// Seconds the device held the guest's requests back.
+        public var throttledSeconds: Double
+        /// Against the undilated row's perceived rate (0 for that row).
+        public var diskError: Double
+    }
+
     public struct Report: Codable, Sendable {
         public var benchmark = "dilation"
         public var quick: Bool
@@ -79,11 +100,14 @@ public struct DilationBenchmark {
         public var rows: [Row]
         public var netRows: [NetRow]
         public var cpuRows: [CPURow]
+        public var diskRows: [DiskRow]
         /// The largest `tdfError` of the rows (target <= 0.01).
         public var tdfError: Double
         public var netError: Double?
         /// The largest `cpuError` of the limited dilated rows.
         public var cpuError: Double?
+        /// The largest `diskError` of the dilated rows.
+        public var diskError: Double?
         public var diecastError: Double?
         public var notes: [String]
 
@@ -114,9 +138,19 @@ public struct DilationBenchmark {
                              + String(format: "%.2f %% |", row.cpuError * 100))
             }
             lines.append("")
-            lines.append(String(format: "tdf_error (largest) %.3f %% (target <= 1 %%); net_error (largest) %@ (target <= 5 %%); cpu_error (largest, limited rows) %@; diecast_error: not measured.",
+            lines.append("| TDF | disk perceived MB/s | held to MB/s | bytes (requests) | perceived s | real s | perceived MB/s | throttled s | disk_error |")
+            lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for row in diskRows {
+                lines.append("| \(row.tdf) | " + String(format: "%.3f | %.3f | ", Double(row.perceivedDiskBytesPerSecond) / 1e6, Double(row.realDiskBytesPerSecond) / 1e6)
+                             + "\(row.bytes) (\(row.requests)) | "
+                             + String(format: "%.3f | %.3f | %.3f | %.2f | %.2f %% |", row.perceivedSeconds, row.realSeconds,
+                                      row.perceivedBytesPerSecond / 1e6, row.throttledSeconds, row.diskError * 100))
+            }
+            lines.append("")
+            lines.append(String(format: "tdf_error (largest) %.3f %% (target <= 1 %%); net_error (largest) %@ (target <= 5 %%); cpu_error (largest, limited rows) %@; disk_error (largest) %@; diecast_error: not measured.",
                                 tdfError * 100, netError.map { String(format: "%.2f %%", $0 * 100) } ?? "not measured",
-                                cpuError.map { String(format: "%.2f %%", $0 * 100) } ?? "not measured"))
+                                cpuError.map { String(format: "%.2f %%", $0 * 100) } ?? "not measured",
+                                diskError.map { String(format: "%.2f %%", $0 * 100) } ?? "not measured"))
             lines += notes.map { "- " + $0 }
             return lines.joined(separator: "\n") + "\n"
         }
@@ -154,16 +188,19 @@ public struct DilationBenchmark {
         }
         let netRows = try networkRows(image: image)
         let cpuRows = try processorRows(image: image)
+        let diskRows = try diskRows(image: image)
         let limitedErrors = cpuRows.filter { $0.limited }.map(\.cpuError)
         let notes = [
             "Each row is one run of the test guest's clock mode: it is told a TSC frequency of host kHz x TDF (tsc_early_khz= and CPUID 0x40000010) and counts ticks by its TSC; the host stamps each tick line as its last byte leaves the UART.",
             "Clocks covered: the TSC and what derives from it; kvmclock is hidden. The in-kernel PIT still runs at host speed (docs/DILATION.md).",
             "CPU rows: the test guest (mode=cpurate) runs a multiply-add chain timed by its TSC; dilated rows hold its vCPU thread to 1/TDF of a core (VCPUCPULimit: a cgroup per vCPU, CFS period 10 ms); cpu_error = |perceived rate / the TDF 1 row's - 1|. The last row runs the largest factor without the limit, for contrast (it perceives about TDF times the speed). Core share = the vCPU thread's CPU time / real time; the host's other load lowers the undilated reference, so these figures carry the load of the run.",
+            "Disk rows: the test guest (mode=diskrate) reads 64 KiB blocks of its disk, timed by its TSC; its virtio-blk device is held to the perceived rate / TDF (DilatedDisk, a token bucket that delays completions) and dilated rows hold its vCPU to 1/TDF of a core, so its own work per request is perceived as undilated too. disk_error = |perceived rate / the TDF 1 row's - 1|; the TDF 1 row against the set rate shows the guest's own overhead per request.",
             "Network rows: two test guests (mode=netrate) under the same TDF on the host switch, the sender's port shaped to the perceived rate / TDF (DilatedLink); the receiver times first to last frame by its TSC. net_error = |perceived rate / the TDF 1 row's perceived rate - 1|.",
         ]
-        return Report(quick: options.quick, host: ProcessInfo.processInfo.hostName, rows: rows, netRows: netRows, cpuRows: cpuRows,
+        return Report(quick: options.quick, host: ProcessInfo.processInfo.hostName, rows: rows, netRows: netRows, cpuRows: cpuRows, diskRows: diskRows,
                       tdfError: rows.map(\.tdfError).max() ?? 0, netError: netRows.count > 1 ? netRows.map(\.netError).max() : nil,
-                      cpuError: limitedErrors.max(), diecastError: nil, notes: notes)
+                      cpuError: limitedErrors.max(), diskError: diskRows.count > 1 ? diskRows.map(\.diskError).max() : nil,
+                      diecastError: nil, notes: notes)
     }
 
     /// The undilated guest, then each factor with the vCPU held to 1/TDF of a core, then the largest
@@ -186,6 +223,25 @@ public struct DilationBenchmark {
             rows.append(CPURow(tdf: value, limited: limited, steps: probe.steps, perceivedSeconds: probe.perceivedSeconds, realSeconds: probe.realSeconds,
                                perceivedStepsPerSecond: probe.perceivedStepsPerSecond, coreShare: probe.coreShare,
                                throttledSeconds: probe.throttledSeconds, cpuError: abs(probe.perceivedStepsPerSecond / base - 1)))
+        }
+        return rows
+    }
+
+    /// The undilated guest as the reference, then each factor, all over the same perceived disk.
+    func diskRows(image: [UInt8]) throws -> [DiskRow] {
+        var rows: [DiskRow] = []
+        var reference: Double?
+        for value in [1] + options.factors.filter({ $0 > 1 && (!options.quick || $0 <= 5) }) {
+            let disk = DilatedDisk(perceivedBytesPerSecond: options.perceivedDiskBytesPerSecond, factor: try DilationFactor(value))
+            let real = disk.realLimit.bytesPerSecond ?? 0
+            FileHandle.standardError.write(Data("bench dilation: disk, TDF \(value), \(options.diskReadMiB) MiB read at \(options.perceivedDiskBytesPerSecond) B/s perceived (\(real) B/s real)\n".utf8))
+            let probe = try DiskRateProbe.run(guestImage: image, disk: disk, limitCPU: true, readMiB: options.diskReadMiB, logger: logger)
+            let base = reference ?? probe.perceivedBytesPerSecond
+            reference = base
+            rows.append(DiskRow(tdf: value, perceivedDiskBytesPerSecond: options.perceivedDiskBytesPerSecond, realDiskBytesPerSecond: real,
+                                bytes: probe.bytes, requests: probe.requests, perceivedSeconds: probe.perceivedSeconds, realSeconds: probe.realSeconds,
+                                perceivedBytesPerSecond: probe.perceivedBytesPerSecond, throttledSeconds: probe.throttledSeconds,
+                                diskError: abs(probe.perceivedBytesPerSecond / base - 1)))
         }
         return rows
     }

@@ -170,7 +170,8 @@ public final class Machine: @unchecked Sendable {
         try devices.addPortDevice(serial, id: serialDeviceID, port: Serial8250.com1Port, length: Serial8250.windowLength)
         try PlatformControlDevices().attach(to: devices)
         let disks = try configuration.disks.enumerated().map { index, disk in
-            try devices.addVirtioDevice(VirtioBlock(backend: disk), id: diskDeviceID(index))
+            let throttle = configuration.diskLimit.flatMap { $0.isUnlimited ? nil : DiskThrottle($0) }
+            return try devices.addVirtioDevice(VirtioBlock(backend: disk, throttle: throttle), id: diskDeviceID(index))
         }
         for device in configuration.devices { try device.attach(to: devices) }
         return disks

@@ -39,6 +39,9 @@ public struct MachineConfiguration: Sendable {
     /// guest, so a caller can place it (a cgroup CPU limit for time dilation, CPU affinity). An error
     /// stops the machine before the vCPU runs.
     public var vcpuThreadStarted: (@Sendable (_ index: Int, _ threadID: Int32) throws -> Void)?
+    /// Rate and latency each virtio-blk device is held to (each disk gets its own `DiskThrottle`);
+    /// nil: as fast as its backend.
+    public var diskLimit: DiskLimit?
 
     public init(memorySize: Int, vcpuCount: Int = 1, image: BootImage?, commandLine: String = "",
                 disks: [any BlockBackend] = [], readyMarker: String = "STREAMVM-READY",

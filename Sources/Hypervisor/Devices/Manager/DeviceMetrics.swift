@@ -8,12 +8,16 @@ public struct DeviceCounters: Sendable, Equatable, Codable {
     public var bytesWritten: UInt64 = 0
     /// Requests that failed (a disk's I/O errors and refused requests).
     public var errors: UInt64 = 0
+    /// Seconds requests were held back by a rate or latency limit (a disk's `DiskThrottle`); nil
+    /// for a device without one.
+    public var throttledSeconds: Double?
 
-    public init(requests: UInt64 = 0, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0, errors: UInt64 = 0) {
+    public init(requests: UInt64 = 0, bytesRead: UInt64 = 0, bytesWritten: UInt64 = 0, errors: UInt64 = 0, throttledSeconds: Double? = nil) {
         self.requests = requests
         self.bytesRead = bytesRead
         self.bytesWritten = bytesWritten
         self.errors = errors
+        self.throttledSeconds = throttledSeconds
     }
 }
 

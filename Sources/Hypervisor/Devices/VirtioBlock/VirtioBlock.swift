@@ -38,13 +38,21 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
     private let requestCounters = Locked(DeviceCounters())
 
     /// Requests served, bytes read from and written to the backend, requests answered with an error.
-    public var counters: DeviceCounters { requestCounters.withLock { $0 } }
+    public var counters: DeviceCounters {
+        var counters = requestCounters.withLock { $0 }
+        counters.throttledSeconds = throttle?.waitedSeconds
+        return counters
+    }
     public let requestRefusals: GuestErrorCounters? = GuestErrorCounters()
     public var metricsName: String { "virtio-blk" }
 
-    public init(backend: any BlockBackend, identifier: String = "streamvm") {
+    /// Holds the device to a rate and latency (nil: as fast as the backend).
+    public let throttle: DiskThrottle?
+
+    public init(backend: any BlockBackend, identifier: String = "streamvm", throttle: DiskThrottle? = nil) {
         self.backend = backend
         self.identifier = identifier
+        self.throttle = throttle
     }
 
     public var features: UInt64 {
@@ -69,7 +77,9 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
     public func processQueue(_ index: Int, queue: inout Virtqueue, memory: GuestMemory,
                              completed: (Virtqueue) -> Void) throws(VirtqueueError) {
         while let chain = try queue.popAvailable(from: memory) {
+            var diskBytes = 0
             let written = serve(chain, memory: memory) { status, bytesRead, bytesWritten in
+                diskBytes = bytesRead + bytesWritten
                 requestCounters.withLock {
                     $0.requests += 1
                     $0.bytesRead += UInt64(bytesRead)
@@ -77,6 +87,8 @@ public final class VirtioBlock: VirtioDevice, DeviceMetricsSource {
                     if status != Self.statusOK { $0.errors += 1 }
                 }
             }
+            // The limit delays the completion, never the data: the guest sees the request finish later.
+            throttle?.charge(bytes: diskBytes)
             try queue.pushUsed(head: chain.head, length: written, memory: memory)
             completed(queue)
         }
