@@ -1,8 +1,10 @@
+import Glibc
 import Logging
 import NIOCore
 
 /// Closes the connection when a whole `timeout` passes without progress: no bytes read, no write
-/// handed to the socket and no change of writability (a socket that was full draining again).
+/// handed to the socket and no change of writability (a socket that was full draining again). The
+/// close is an abort (RST), which frees what the kernel still queues for the client.
 ///
 /// It replaces NIO's `IdleStateHandler`, which watches write completions by attaching a promise and
 /// a callback to every write: HTTP/2 writes several buffers per response, and on the event-loop fast
@@ -72,7 +74,14 @@ final class StallGuard: ChannelDuplexHandler, RemovableChannelHandler {
             log.notice("stall", "closing a connection that made no progress", metadata: [
                 "client": "\(ConnectionAdmission.clientAddress(context.channel))", "limit": "--stall-timeout",
             ])
-            context.close(promise: nil)
+            // Abort (RST) instead of a graceful close: a client that stopped reading would otherwise
+            // keep the socket's whole send queue (megabytes once autotuned) in the kernel while it
+            // drains at the client's pace, long after the server gave up on the connection.
+            guard let socket = context.channel as? any SocketOptionProvider else {
+                context.close(promise: nil)
+                return
+            }
+            socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in context.close(promise: nil) }
         }
     }
 }
