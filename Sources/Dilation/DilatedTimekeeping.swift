@@ -1,10 +1,12 @@
+import Glibc
 import Hypervisor
 
 /// How a dilated guest is told about time on a host whose vCPU TSC runs at host speed (no TSC
 /// scaling needed): the guest is told its TSC runs `factor` times faster than it does, so all it
 /// derives from the TSC — its clocksource, TSC-deadline timer deadlines, delay loops, and a LAPIC
 /// timer whose frequency it reads from CPUID — runs `factor` times slow. kvmclock, which reports
-/// host time, is hidden. What is not dilated yet is in docs/DILATION.md (the in-kernel PIT).
+/// host time, is hidden; a CMOS RTC gives the guest its wall-clock time instead, running dilated
+/// from the host's wall time at the machine's start. What is not dilated yet is in docs/DILATION.md (the in-kernel PIT).
 ///
 /// Two channels carry the frequency, one per kind of guest:
 /// - the kernel command line: `tsc_early_khz=` (Linux skips TSC calibration, which would measure
@@ -93,9 +95,25 @@ public struct DilatedTimekeeping: Sendable, Equatable {
         }
     }
 
-    /// Dilates a machine: a boot gets the command-line words and the CPUID edits; a restore is
-    /// checked against the factor its snapshot was taken with (its CPUID comes from the snapshot).
+    /// A CMOS RTC that reads `wallStart` (seconds since the epoch; the host's wall time now) plus
+    /// the dilated time since this call.
+    public func wallClock(startingAt wallStart: Double = Self.hostWallSeconds(),
+                          source: some HostTimeSource = MonotonicHostTime()) -> CMOSClock {
+        let clock = DilatedClock(factor: factor, source: source)
+        return CMOSClock(now: { wallStart + Double(clock.guestNanoseconds()) / 1e9 })
+    }
+
+    public static func hostWallSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+    }
+
+    /// Dilates a machine: a boot gets the command-line words, the CPUID edits and the RTC; a restore
+    /// is checked against the factor its snapshot was taken with (its CPUID comes from the
+    /// snapshot) and gets the RTC back, whose saved state the snapshot holds.
     public func apply(to configuration: inout MachineConfiguration) throws {
+        configuration.devices.append(wallClock())
         if let restore = configuration.restore {
             try Self.checkResume(restore, factor: factor)
             return

@@ -46,6 +46,43 @@ struct DilatedGuestTests {
         #expect(probe.throttledSeconds > 0, "the device held requests back")
     }
 
+    /// The wall-clock time a test guest reads from its RTC: the host's at the start, and under
+    /// TDF 2 a 2 s perceived wait (4 s on the host) moves it by about 2 s, not 4.
+    @Test func aDilatedGuestsRTCStartsAtTheHostsWallTimeAndRunsDilated() throws {
+        let hostStart = Date().timeIntervalSince1970
+        var configuration = MachineConfiguration(memorySize: 32 << 20, image: .flat(try Self.image.get()), commandLine: "mode=rtc gap_ms=2000")
+        try DilatedTimekeeping.onThisHost(factor: try DilationFactor(2)).apply(to: &configuration)
+        let machine = try Machine(configuration: configuration, logger: Logger(label: "test-dilation-rtc"))
+        #expect(machine.run(timeout: .seconds(120)) == .powerOff(code: 0), "\(machine.console.output)")
+        let first = try #require(Self.rtcReading("first", in: machine.console.output), "\(machine.console.output)")
+        let second = try #require(Self.rtcReading("second", in: machine.console.output), "\(machine.console.output)")
+        #expect(abs(first - hostStart) <= 5, "RTC \(first) against the host's \(hostStart)")
+        // 2 s perceived in whole seconds is 1 to 3; an undilated RTC would show 4 or more.
+        #expect((1...3).contains(second - first), "the RTC moved \(second - first) s over 2 s perceived")
+    }
+
+    /// An undilated machine given the RTC device reads the host's wall time.
+    @Test func anUndilatedGuestReadsTheHostsWallTimeFromTheRTC() throws {
+        let hostStart = Date().timeIntervalSince1970
+        var configuration = MachineConfiguration(memorySize: 32 << 20, image: .flat(try Self.image.get()), commandLine: "mode=rtc")
+        configuration.devices.append(CMOSClock())
+        let machine = try Machine(configuration: configuration, logger: Logger(label: "test-rtc"))
+        #expect(machine.run(timeout: .seconds(120)) == .powerOff(code: 0), "\(machine.console.output)")
+        let first = try #require(Self.rtcReading("first", in: machine.console.output), "\(machine.console.output)")
+        #expect(abs(first - hostStart) <= 5, "RTC \(first) against the host's \(hostStart)")
+    }
+
+    /// Seconds since the epoch of a guest's `rtc <label> Y M D h m s` line.
+    static func rtcReading(_ label: String, in console: String) -> Double? {
+        guard let line = console.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("rtc \(label) ") }) else { return nil }
+        let numbers = line.split(separator: " ").dropFirst(2).compactMap { Int($0) }
+        guard numbers.count == 6 else { return nil }
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let components = DateComponents(year: numbers[0], month: numbers[1], day: numbers[2], hour: numbers[3], minute: numbers[4], second: numbers[5])
+        return calendar.date(from: components)?.timeIntervalSince1970
+    }
+
     @Test func withoutDilationTheGuestIsToldNoFrequencyAndSeesKvmclock() throws {
         let probe = try ClockProbe.run(guestImage: try Self.image.get(), factor: nil, ticks: 2, tickMilliseconds: 50,
                                        logger: Logger(label: "test-dilation"))

@@ -6,6 +6,7 @@
  *   mode=net      virtio-net: `count=N` frames (60..1514 bytes, every 4th with a checksum left to the
  *                 receiver) through the host's echo peer; every echoed byte checked
  *   mode=cpurate  `rounds=R` rounds of `work=N` multiply-add steps timed by the TSC (perceived CPU speed)
+ *   mode=rtc      read the CMOS RTC's wall-clock time, again `gap_ms=G` perceived ms later (when told a TSC frequency)
  *   mode=diskrate virtio-blk: `mib=M` MiB of 64 KiB sequential reads timed by the TSC (perceived disk speed)
  *   mode=netrate  virtio-net: role=send sends `count=N` frames of `size=S`; role=recv times their arrival
  *                 by its TSC (perceived throughput, for time-dilation benchmarks)
@@ -1315,6 +1316,40 @@ static int diskrate_test(const char *cmdline) {
     return failures;
 }
 
+/* ---- CMOS RTC (MC146818A at ports 0x70/0x71) ---- */
+static u8 cmos_read(u8 reg) { outb(0x70, reg); return inb(0x71); }
+static void cmos_write(u8 reg, u8 value) { outb(0x70, reg); outb(0x71, value); }
+static u64 from_bcd(u8 value) { return (u64)(value >> 4) * 10 + (value & 15); }
+
+static void rtc_print(const char *label) {
+    u8 second = cmos_read(0), minute = cmos_read(2), hour = cmos_read(4);
+    u8 day = cmos_read(7), month = cmos_read(8), year = cmos_read(9), century = cmos_read(0x32);
+    puts_serial("rtc "); puts_serial(label); puts_serial(" ");
+    put_dec(from_bcd(century) * 100 + from_bcd(year)); puts_serial(" "); put_dec(from_bcd(month)); puts_serial(" ");
+    put_dec(from_bcd(day)); puts_serial(" "); put_dec(from_bcd(hour)); puts_serial(" "); put_dec(from_bcd(minute));
+    puts_serial(" "); put_dec(from_bcd(second)); puts_serial("\n");
+}
+
+/* mode=rtc gap_ms=G: reads the wall-clock time from the CMOS RTC (24-hour BCD, as firmware leaves
+ * it), waits G ms (default 2000) of perceived time by its TSC when it was told a frequency, reads it
+ * again; prints `rtc first Y M D h m s` and `rtc second ...`. Checks that register D says the time is
+ * valid and that CMOS RAM keeps a byte. */
+static int rtc_test(const char *cmdline) {
+    check((cmos_read(0x0d) & 0x80) != 0, "RTC register D: valid RAM and time");
+    check((cmos_read(0x0b) & 0x06) == 0x02, "RTC in 24-hour BCD mode");
+    cmos_write(0x40, 0x5a);
+    check(cmos_read(0x40) == 0x5a, "CMOS RAM keeps a byte");
+    rtc_print("first");
+    u64 khz = told_tsc_khz(cmdline);
+    if (khz) {
+        u64 cycles = khz * parse_number(argument(cmdline, "gap_ms"), 2000);
+        u64 start = read_tsc();
+        while (read_tsc() - start < cycles) __asm__ volatile("pause");
+        rtc_print("second");
+    }
+    return failures;
+}
+
 u64 guest_main(const char *cmdline, u64 ram_size) {
     puts_serial("streamvm test guest: ");
     puts_serial(cmdline);
@@ -1356,6 +1391,8 @@ u64 guest_main(const char *cmdline, u64 ram_size) {
         result = clock_test(cmdline);
     } else if (word_is(mode, "cpurate")) {
         result = cpurate_test(cmdline);
+    } else if (word_is(mode, "rtc")) {
+        result = rtc_test(cmdline);
     } else if (word_is(mode, "diskrate")) {
         result = diskrate_test(cmdline);
     } else if (word_is(mode, "netrate")) {

@@ -23,9 +23,11 @@ public struct ACPITables: Sendable {
     static let creatorID = Array("SVMM".utf8)
     /// FADT flags (ACPI 6.4 Table 5.10): RESET_REG_SUP (bit 10), HW_REDUCED_ACPI (bit 20).
     static let fadtFlags: UInt32 = (1 << 10) | (1 << 20)
-    /// IAPC_BOOT_ARCH (Table 5.11): 8042 present (bit 1), VGA not present (bit 2), CMOS RTC not
-    /// present (bit 5: there is no RTC device; guests take wall-clock time from kvm-clock).
-    static let bootArchitectureFlags: UInt16 = (1 << 1) | (1 << 2) | (1 << 5)
+    /// IAPC_BOOT_ARCH (Table 5.11): 8042 present (bit 1), VGA not present (bit 2), and CMOS RTC not
+    /// present (bit 5) unless the machine has a `CMOSClock`: without one, guests take wall-clock
+    /// time from kvm-clock.
+    static let bootArchitectureFlags: UInt16 = (1 << 1) | (1 << 2)
+    static let noCMOSClockFlag: UInt16 = 1 << 5
     /// FADT revision 6 and its length (Table 5.9).
     static let fadtRevision: UInt8 = 6
     static let fadtLength = 276
@@ -61,9 +63,11 @@ public struct ACPITables: Sendable {
 
     public static let virtioMMIOHardwareID = "LNRO0005"
 
-    public init(vcpuCount: Int, virtioDevices: [MMIODevice] = []) {
+    /// `cmosClock`: the machine has a `CMOSClock` at ports 0x70/0x71 (the FADT then says so and
+    /// names its century byte).
+    public init(vcpuCount: Int, virtioDevices: [MMIODevice] = [], cmosClock: Bool = false) {
         dsdt = Self.table("DSDT", revision: 2, body: Self.softOffPackage + Self.deviceScope(virtioDevices))
-        fadt = Self.makeFADT()
+        fadt = Self.makeFADT(cmosClock: cmosClock)
         madt = Self.makeMADT(vcpuCount: vcpuCount)
         xsdt = Self.table("XSDT", revision: 1, body: MPTable.littleEndian(Self.fadtAddress) + MPTable.littleEndian(Self.madtAddress))
         var rsdp = Array("RSD PTR ".utf8) + [0] + Self.oemID + [2] // revision 2: ACPI 2.0+
@@ -132,12 +136,13 @@ public struct ACPITables: Sendable {
         [systemIOSpace, 8, 0, 1] + MPTable.littleEndian(UInt64(port))
     }
 
-    static func makeFADT() -> [UInt8] {
+    static func makeFADT(cmosClock: Bool) -> [UInt8] {
         var body = [UInt8](repeating: 0, count: fadtLength - 36)
         func put(_ bytes: [UInt8], at offset: Int) { body.replaceSubrange((offset - 36)..<(offset - 36 + bytes.count), with: bytes) }
         put(MPTable.littleEndian(UInt32(dsdtAddress)), at: 40) // DSDT
         put(MPTable.littleEndian(UInt16(9)), at: 46) // SCI_INT (unused when hardware-reduced)
-        put(MPTable.littleEndian(bootArchitectureFlags), at: 109)
+        if cmosClock { put([UInt8(CMOSClock.century)], at: 108) } // CENTURY: CMOS index of the century byte
+        put(MPTable.littleEndian(bootArchitectureFlags | (cmosClock ? 0 : noCMOSClockFlag)), at: 109)
         put(MPTable.littleEndian(fadtFlags), at: 112)
         put(ioPort(UInt16(I8042.basePort + I8042.commandOffset)), at: 116) // RESET_REG
         put([0xfe], at: 128) // RESET_VALUE: i8042 pulse reset

@@ -39,10 +39,10 @@ public enum BootLoader {
     static let pageSize: UInt64 = 4096
 
     public static func load(_ image: BootImage, commandLine: String, vcpuCount: Int, virtioDevices: [ACPITables.MMIODevice] = [],
-                            into memory: GuestMemory) throws -> BootEntry {
+                            cmosClock: Bool = false, into memory: GuestMemory) throws -> BootEntry {
         try LongMode.writeTables(into: memory)
         try memory.write(MPTable(vcpuCount: vcpuCount).bytes, at: GuestLayout.ebdaStart)
-        for table in ACPITables(vcpuCount: vcpuCount, virtioDevices: virtioDevices).placements {
+        for table in ACPITables(vcpuCount: vcpuCount, virtioDevices: virtioDevices, cmosClock: cmosClock).placements {
             try memory.write(table.bytes, at: table.address)
         }
         let commandBytes = Array(commandLine.utf8)

@@ -129,7 +129,8 @@ public final class Machine: @unchecked Sendable {
         if configuration.restore == nil {
             guard let image = configuration.image else { throw HypervisorError.invalidConfiguration("a boot image is needed unless a snapshot is restored") }
             entry = try BootLoader.load(image, commandLine: commandLine, vcpuCount: configuration.vcpuCount,
-                                        virtioDevices: devices.acpiDevices, into: memory)
+                                        virtioDevices: devices.acpiDevices, cmosClock: devices.deviceIDs.contains(CMOSClock.deviceID),
+                                        into: memory)
         }
         try configuration.restore?.state.platform.apply(to: virtualMachine)
         let supported = try system.supportedCPUID()
