@@ -56,7 +56,8 @@ struct DilatedGuestTests {
         #expect(machine.run(timeout: .seconds(120)) == .powerOff(code: 0), "\(machine.console.output)")
         let first = try #require(Self.rtcReading("first", in: machine.console.output), "\(machine.console.output)")
         let second = try #require(Self.rtcReading("second", in: machine.console.output), "\(machine.console.output)")
-        #expect(abs(first - hostStart) <= 5, "RTC \(first) against the host's \(hostStart)")
+        // Read after the guest booted: not before the start (whole seconds), and a loaded host may be late.
+        #expect(first >= hostStart.rounded(.down) - 1 && first <= hostStart + 60, "RTC \(first) against the host's \(hostStart)")
         // 2 s perceived in whole seconds is 1 to 3; an undilated RTC would show 4 or more.
         #expect((1...3).contains(second - first), "the RTC moved \(second - first) s over 2 s perceived")
     }
@@ -69,7 +70,7 @@ struct DilatedGuestTests {
         let machine = try Machine(configuration: configuration, logger: Logger(label: "test-rtc"))
         #expect(machine.run(timeout: .seconds(120)) == .powerOff(code: 0), "\(machine.console.output)")
         let first = try #require(Self.rtcReading("first", in: machine.console.output), "\(machine.console.output)")
-        #expect(abs(first - hostStart) <= 5, "RTC \(first) against the host's \(hostStart)")
+        #expect(first >= hostStart.rounded(.down) - 1 && first <= hostStart + 60, "RTC \(first) against the host's \(hostStart)")
     }
 
     /// Seconds since the epoch of a guest's `rtc <label> Y M D h m s` line.

@@ -1322,8 +1322,13 @@ static void cmos_write(u8 reg, u8 value) { outb(0x70, reg); outb(0x71, value); }
 static u64 from_bcd(u8 value) { return (u64)(value >> 4) * 10 + (value & 15); }
 
 static void rtc_print(const char *label) {
-    u8 second = cmos_read(0), minute = cmos_read(2), hour = cmos_read(4);
-    u8 day = cmos_read(7), month = cmos_read(8), year = cmos_read(9), century = cmos_read(0x32);
+    /* Fields are read one at a time: read again if the seconds moved meanwhile (a minute rolling
+     * over between two reads would give a time a minute off), as Linux does. */
+    u8 second, minute, hour, day, month, year, century;
+    do {
+        second = cmos_read(0); minute = cmos_read(2); hour = cmos_read(4);
+        day = cmos_read(7); month = cmos_read(8); year = cmos_read(9); century = cmos_read(0x32);
+    } while (second != cmos_read(0));
     puts_serial("rtc "); puts_serial(label); puts_serial(" ");
     put_dec(from_bcd(century) * 100 + from_bcd(year)); puts_serial(" "); put_dec(from_bcd(month)); puts_serial(" ");
     put_dec(from_bcd(day)); puts_serial(" "); put_dec(from_bcd(hour)); puts_serial(" "); put_dec(from_bcd(minute));
