@@ -49,6 +49,9 @@ struct BootCommand: AsyncParsableCommand {
     @Option(help: "Write the boot report (JSON) to this file.")
     var report: String?
 
+    @Option(help: "Write an SVG timeline of this boot to this file: bytes received over time, the guest's stalls, the ready moment.")
+    var timeline: String?
+
     @Flag(help: "Do not use the terminal as the guest's console input.")
     var noInput = false
 
@@ -111,7 +114,11 @@ struct BootCommand: AsyncParsableCommand {
         options.applianceArguments = try ApplianceArguments(applianceArguments)
         options.consoleOutput = { ConsoleOutput.write($0) }
         let progressView = BootProgressView()
-        options.onProgress = progressView.handler
+        let timelineRecorder = timeline.map { _ in BootTimelineRecorder() }
+        options.onProgress = { milestone, counters in
+            progressView.handler(milestone, counters)
+            timelineRecorder?.record(counters)
+        }
         let dilationSetup = try dilation.prepare()
         defer { dilationSetup?.finish() }
         options.machineAdjustment = { try DilationSetup.apply(dilationSetup, to: &$0) }
@@ -129,6 +136,7 @@ struct BootCommand: AsyncParsableCommand {
                 signals.install(machine)
                 if interactive { ConsoleInput.start(feeding: machine.serial) }
             }, beforeRun: { machine, live in
+                timelineRecorder?.startSampling(live)
                 guard let host else { return }
                 let memoryMiB = machine.configuration.memorySize >> 20
                 let server = ControlAPIServer(socketPath: host.socket, machine: machine,
@@ -141,10 +149,12 @@ struct BootCommand: AsyncParsableCommand {
         } catch {
             host?.unregister()
             await api.server?.shutdown()
+            await timelineRecorder?.stopSampling()
             throw error
         }
         host?.unregister()
         await api.server?.shutdown()
+        await timelineRecorder?.stopSampling()
         signals.cancel()
         terminal?.restore()
 
@@ -162,6 +172,9 @@ struct BootCommand: AsyncParsableCommand {
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         let reportBytes = try encoder.encode(outcome.report)
         if let report { try AtomicFile.write(reportBytes, to: report) }
+        if let timeline, let timelineRecorder {
+            try AtomicFile.write(Data(timelineRecorder.svg(outcome, mode: prefetch, title: "streamvm boot \(url)").utf8), to: timeline)
+        }
         if progressView.isEnabled {
             progressView.finish(reason: "\(outcome.reason)", outcome.counters)
         } else {

@@ -11,7 +11,7 @@ struct StreamVM: AsyncParsableCommand {
         abstract: "Publish VM appliances and stream-boot them over HTTP/2.",
         subcommands: [KeygenCommand.self, PublishCommand.self, ServeCommand.self, PushCommand.self, RunCommand.self,
                       SnapshotCommand.self, MirrorCommand.self, FetchCommand.self, CacheCommand.self, BenchCommand.self,
-                      BootCommand.self, LearnCommand.self,
+                      BootCommand.self, LearnCommand.self, LinkCommand.self,
                       ConfigCommand.self, PsCommand.self, StopCommand.self, PauseCommand.self, ResumeCommand.self]
     )
 

@@ -116,6 +116,13 @@ public struct StreamBenchmark: Sendable {
         public var samples: [(seconds: Double, bytes: Int)]
         public var stalls: [(seconds: Double, duration: Double)]
         public var readySeconds: Double?
+
+        public init(mode: PrefetchMode, samples: [(seconds: Double, bytes: Int)], stalls: [(seconds: Double, duration: Double)], readySeconds: Double?) {
+            self.mode = mode
+            self.samples = samples
+            self.stalls = stalls
+            self.readySeconds = readySeconds
+        }
     }
 
     public var applianceDirectory: String
