@@ -86,4 +86,36 @@ struct BootCommandTests {
         #expect(log.stderr.contains("streamvm: guest powered off (code 0)"), "\(log.stderr)")
         #expect(!log.stderr.contains("buffering") && !log.stderr.contains("guest started after"), "no progress text in a log: \(log.stderr)")
     }
+
+    /// A boot through `streamvm link` (an emulated WAN link in front of the server) writes its
+    /// timeline: an SVG with the bytes it received and its ready moment. The link forwards every
+    /// byte intact (the boot verifies each chunk against the signed catalogue) and ends on SIGTERM.
+    @Test func aBootThroughAnEmulatedLinkWritesItsTimeline() throws {
+        let served = try Served()
+        let upstream = String(served.url.dropLast("/testguest-blk".count))
+        let urlFile = served.directory.sub("link.url")
+        let link = try BackgroundCommand(["link", upstream, "--rate", "50", "--rtt", "10", "--url-file", urlFile],
+                                         logDirectory: served.directory.path, label: "link")
+        #expect(link.wait(seconds: 60) { FileManager.default.fileExists(atPath: urlFile) }, "\(link.stderr)")
+        let origin = try String(contentsOfFile: urlFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(origin.hasPrefix("http://127.0.0.1:") && origin != upstream)
+
+        var arguments = served.bootArguments(cache: "cache-link")
+        arguments[1] = origin + "/testguest-blk"
+        let timeline = served.directory.sub("boot.svg")
+        let boot = try ConfigCommandTests.run(arguments + ["--timeline", timeline])
+        #expect(boot.status == 0, "\(boot.stderr)")
+        let svg = try String(contentsOfFile: timeline, encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("<polyline") && svg.contains("READY"), "\(svg.prefix(400))")
+
+        kill(link.process.processIdentifier, SIGTERM)
+        #expect(link.exitStatus(within: 30) == 0)
+        #expect(link.stdout.contains("connections forwarded"), "\(link.stdout)")
+    }
+
+    @Test func linkRefusesAnUpstreamThatIsNotLoopbackHTTP() throws {
+        let outcome = try ConfigCommandTests.run(["link", "https://example.invalid:443"])
+        #expect(outcome.status != 0)
+        #expect(outcome.stderr.contains("is not http://127.0.0.1:PORT"), "\(outcome.stderr)")
+    }
 }
