@@ -6,7 +6,8 @@ import Synchronization
 /// `boot --timeline`: bytes received over time while the boot buffers (its progress reports) and
 /// while the guest runs (sampled every 100 ms), drawn with the stream benchmark's SVG timeline.
 final class BootTimelineRecorder: Sendable {
-    private let samples = Mutex<[(seconds: Double, bytes: Int)]>([])
+    /// From the start of `boot`, which has received nothing yet.
+    private let samples = Mutex<[(seconds: Double, bytes: Int)]>([(0, 0)])
     private let sampler = Mutex<Task<Void, Never>?>(nil)
 
     func record(_ counters: StreamBootSession.Live.Counters) {
