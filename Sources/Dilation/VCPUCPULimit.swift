@@ -6,8 +6,10 @@ import Synchronization
 /// (DieCast's CPU scaling). One cgroup per vCPU thread, `m<machine>-vcpu<N>`, under a directory
 /// this process shares among its machines, `<root>/streamvm-<pid>`:
 ///
-/// - cgroup v2 (`cpu.max`): the process moves into that directory (a threaded domain), each vCPU
-///   thread into a threaded child with `cpu.max = period/TDF period`;
+/// - cgroup v2 (`cpu.max`): the cpu controller is enabled in the root's `cgroup.subtree_control`
+///   when it is not yet (systemd hosts have it; a bare cgroup2 mount does not), the process moves
+///   into that directory (a threaded domain) and back to the cgroup it came from at the end, each
+///   vCPU thread into a threaded child with `cpu.max = period/TDF period`;
 /// - cgroup v1 (`cpu.cfs_quota_us`, `cpu.cfs_period_us`): the thread's ID written to the child's
 ///   `tasks`.
 ///
@@ -32,7 +34,7 @@ public final class VCPUCPULimit: Sendable {
     let machine: Int
     /// Serialises creating and removing process directories among this process's limits: the
     /// next machine number, and how many live limits use each directory.
-    private static let processDirectory = Mutex<(next: Int, live: [String: Int])>((0, [:]))
+    private static let processDirectory = Mutex<(next: Int, live: [String: Int], origin: [String: String])>((0, [:], [:]))
     public var quotaMicroseconds: Int {
         max(Self.minimumQuotaMicroseconds, Int((Double(Self.periodMicroseconds) / factor.value).rounded()))
     }
@@ -42,7 +44,10 @@ public final class VCPUCPULimit: Sendable {
         try self.init(factor: factor, hierarchy: try Self.findHierarchy())
     }
 
-    public init(factor: DilationFactor, hierarchy: Hierarchy) throws {
+    /// `ownCgroups`: the text of /proc/self/cgroup, whose `0::` line names the v2 cgroup this process
+    /// returns to when its last limit goes.
+    public init(factor: DilationFactor, hierarchy: Hierarchy,
+                ownCgroups: String? = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8)) throws {
         self.factor = factor
         self.hierarchy = hierarchy
         let root: String
@@ -57,7 +62,9 @@ public final class VCPUCPULimit: Sendable {
                 Self.pruneStale(under: root)
                 try Self.makeDirectory(directory)
                 if case .v2 = hierarchy {
+                    try Self.enableCPUController(under: root)
                     // The process joins its own domain so its vCPU threads may go to threaded children.
+                    state.origin[directory] = Self.unifiedCgroupPath(ownCgroups ?? "")
                     try Self.write("\(getpid())", to: directory + "/cgroup.procs")
                 }
             }
@@ -111,8 +118,12 @@ public final class VCPUCPULimit: Sendable {
             state.live[directory, default: 1] -= 1
             guard state.live[directory] == 0 else { return }
             state.live[directory] = nil
-            if case .v2 = hierarchy {
-                try? Self.write("\(getpid())", to: (directory as NSString).deletingLastPathComponent + "/cgroup.procs")
+            if case .v2(let root) = hierarchy {
+                // Back where the process came from; the root when that is gone or unknown.
+                let origin = state.origin.removeValue(forKey: directory) ?? "/"
+                if (try? Self.write("\(getpid())", to: root + (origin == "/" ? "" : origin) + "/cgroup.procs")) == nil {
+                    try? Self.write("\(getpid())", to: root + "/cgroup.procs")
+                }
             }
             Self.removeTree(directory)
         }
@@ -132,6 +143,23 @@ public final class VCPUCPULimit: Sendable {
             if type == "cgroup", options.contains("cpu") { return .v1(cpuMount: path) }
         }
         throw DilationError.noCPUController
+    }
+
+    /// cgroup v2: a child of the root has the cpu controller only when the root's subtree_control
+    /// enables it.
+    static func enableCPUController(under root: String) throws {
+        let enabled = (try? String(contentsOfFile: root + "/cgroup.subtree_control", encoding: .utf8)) ?? ""
+        guard !enabled.split(whereSeparator: \.isWhitespace).contains("cpu") else { return }
+        try write("+cpu", to: root + "/cgroup.subtree_control")
+    }
+
+    /// The path of the `0::` (unified hierarchy) line of a /proc/<pid>/cgroup text; "/" without one.
+    static func unifiedCgroupPath(_ text: String) -> String {
+        for line in text.split(separator: "\n") where line.hasPrefix("0::") {
+            let path = String(line.dropFirst(3))
+            return path.hasPrefix("/") && !path.contains("..") ? path : "/"
+        }
+        return "/"
     }
 
     /// Directories `streamvm-<pid>` of processes that are gone.

@@ -38,6 +38,42 @@ import Testing
     }
 }
 
+/// The cgroup v2 steps a limit takes, on plain files standing in for a cgroup2 mount (this host has
+/// cgroup v1, so the real v2 path runs only where v2 is mounted).
+@Suite struct CgroupV2StepsTests {
+    @Test func theRootGetsTheCPUControllerAndTheProcessGoesBackWhereItCameFrom() throws {
+        let scratch = try TemporaryDirectory("streamvm-cgroup2-steps")
+        let own = scratch.sub("streamvm-\(getpid())")
+        try FileManager.default.createDirectory(atPath: own, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: scratch.sub("user.slice/session.scope"), withIntermediateDirectories: true)
+        for file in ["cgroup.procs", "user.slice/session.scope/cgroup.procs", "streamvm-\(getpid())/cgroup.procs"] {
+            FileManager.default.createFile(atPath: scratch.sub(file), contents: Data())
+        }
+        try "memory pids\n".write(toFile: scratch.sub("cgroup.subtree_control"), atomically: false, encoding: .utf8)
+        let limit = try VCPUCPULimit(factor: try DilationFactor(2), hierarchy: .v2(root: scratch.path),
+                                     ownCgroups: "1:name=systemd:/x\n0::/user.slice/session.scope\n")
+        let control = try String(contentsOfFile: scratch.sub("cgroup.subtree_control"), encoding: .utf8)
+        #expect(control.hasPrefix("+cpu"), "the root enables cpu for its children: \(control)")
+        #expect(try String(contentsOfFile: own + "/cgroup.procs", encoding: .utf8) == "\(getpid())")
+        limit.remove()
+        #expect(try String(contentsOfFile: scratch.sub("user.slice/session.scope/cgroup.procs"), encoding: .utf8) == "\(getpid())",
+                "the process went back to its own cgroup, not the root")
+        #expect(try String(contentsOfFile: scratch.sub("cgroup.procs"), encoding: .utf8).isEmpty)
+    }
+
+    @Test func aRootThatAlreadyEnablesCPUIsLeftAsItIs() throws {
+        let scratch = try TemporaryDirectory("streamvm-cgroup2-enabled")
+        try FileManager.default.createDirectory(atPath: scratch.sub("streamvm-\(getpid())"), withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: scratch.sub("streamvm-\(getpid())/cgroup.procs"), contents: Data())
+        FileManager.default.createFile(atPath: scratch.sub("cgroup.procs"), contents: Data())
+        try "cpuset cpu io memory pids\n".write(toFile: scratch.sub("cgroup.subtree_control"), atomically: false, encoding: .utf8)
+        let limit = try VCPUCPULimit(factor: try DilationFactor(2), hierarchy: .v2(root: scratch.path), ownCgroups: "")
+        #expect(try String(contentsOfFile: scratch.sub("cgroup.subtree_control"), encoding: .utf8) == "cpuset cpu io memory pids\n")
+        limit.remove()
+        #expect(try String(contentsOfFile: scratch.sub("cgroup.procs"), encoding: .utf8) == "\(getpid())", "no 0:: line: back to the root")
+    }
+}
+
 /// A dilated guest's vCPU thread held to 1/TDF of a core on this host's real cgroup hierarchy.
 @Suite(.enabled(if: KVMSystem.isAvailable && getuid() == 0 && (try? VCPUCPULimit.findHierarchy()) != nil,
                 "needs /dev/kvm, root and a cgroup cpu controller: vCPU CPU limit tests skipped"),
