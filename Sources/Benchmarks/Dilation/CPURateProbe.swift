@@ -48,8 +48,7 @@ public enum CPURateProbe {
         let start = ContinuousClock.now
         let reason = machine.run(timeout: .seconds(600))
         let elapsed = (ContinuousClock.now - start).components
-        let report = machine.console.output.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cpurate steps ") }
-        let words = report.map { $0.split(separator: " ").map(String.init) } ?? []
+        let words = GuestReportLine.words(machine.console.output, prefix: "cpurate steps ")
         guard reason == .powerOff(code: 0), words.count == 7, let steps = Int(words[2]), let cycles = Double(words[4]),
               let khz = Double(words[6]), cycles > 0, khz > 0 else {
             throw BenchmarkFailure("cpurate guest (\(reason)) gave no report: \(machine.console.output.suffix(400))")

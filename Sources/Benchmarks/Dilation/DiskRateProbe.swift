@@ -35,8 +35,7 @@ public enum DiskRateProbe {
         let start = ContinuousClock.now
         let reason = machine.run(timeout: .seconds(600))
         let elapsed = (ContinuousClock.now - start).components
-        let report = machine.console.output.split(whereSeparator: \.isNewline).first { $0.hasPrefix("diskrate bytes ") }
-        let words = report.map { $0.split(separator: " ").map(String.init) } ?? []
+        let words = GuestReportLine.words(machine.console.output, prefix: "diskrate bytes ")
         guard reason == .powerOff(code: 0), words.count == 9, let bytes = Int(words[2]), let requests = Int(words[4]),
               let cycles = Double(words[6]), let khz = Double(words[8]), cycles > 0, khz > 0 else {
             throw BenchmarkFailure("diskrate guest (\(reason)) gave no report: \(machine.console.output.suffix(400))")

@@ -79,8 +79,7 @@ public enum NetRateProbe {
             throw BenchmarkFailure("netrate sender ended early: \(ended): \(sender.console.output.suffix(400))")
         }
         let elapsed = (ContinuousClock.now - start).components
-        let report = receiver.console.output.split(whereSeparator: \.isNewline).first { $0.hasPrefix("netrate frames ") }
-        let words = report.map { $0.split(separator: " ").map(String.init) } ?? []
+        let words = GuestReportLine.words(receiver.console.output, prefix: "netrate frames ")
         guard words.count == 9, let received = Int(words[2]), let bytes = Int(words[4]), let cycles = Double(words[6]),
               let khz = Double(words[8]), received == frames, received > 1, khz > 0, cycles > 0 else {
             throw BenchmarkFailure("netrate receiver gave no complete report (\(receiverReason.withLock { $0.map { "\($0)" } ?? "still running" }), "

@@ -169,11 +169,7 @@ public final class PageFaultHandler: @unchecked Sendable {
 
         deinit { stopPipe.forEach { close($0) } }
 
-        static func monotonicNanoseconds() -> UInt64 {
-            var now = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
-        }
+        static func monotonicNanoseconds() -> UInt64 { MonotonicClock.nanoseconds() }
 
         var threadCount: Int { 1 + fetchThreads }
 

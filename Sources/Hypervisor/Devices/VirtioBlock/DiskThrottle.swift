@@ -66,11 +66,7 @@ public final class DiskThrottle: Sendable {
         return wait
     }
 
-    public static func monotonicSeconds() -> Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-    }
+    public static func monotonicSeconds() -> Double { Double(MonotonicClock.nanoseconds()) / 1e9 }
 
     public static func sleepSeconds(_ seconds: Double) {
         var request = timespec(tv_sec: Int(seconds), tv_nsec: Int((seconds - seconds.rounded(.down)) * 1e9))
