@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "Dedup", targets: ["Dedup"]),
         .library(name: "Dilation", targets: ["Dilation"]),
         .library(name: "HostNetwork", targets: ["HostNetwork"]),
+        .library(name: "Migration", targets: ["Migration"]),
         // For the fuzz package (Fuzz/), which drives the control API's request parsing.
         .library(name: "ControlAPI", targets: ["ControlAPI"]),
     ],
@@ -111,19 +112,33 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings),
+        // Live migration: the source's page server and the destination's listener (Hummingbird,
+        // cleartext HTTP/2), pages fetched with StreamClient's libcurl fetcher, the machine through
+        // the Hypervisor's public API (pause, captured state, restore with a page source).
+        .target(
+            name: "Migration",
+            dependencies: [
+                "Hypervisor", "StreamClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings),
         // Every `streamvm bench` implementation and its helpers (peers, shaping proxy, statistics):
         // only the CLI and tests depend on it, so no library carries benchmark code.
         .target(
             name: "Benchmarks",
             dependencies: [
-                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "HostNetwork", "Dedup", "Dilation", "CCurl", "CKVM",
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "HostNetwork", "Dedup", "Dilation", "Migration", "CCurl", "CKVM",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strictSettings),
         .executableTarget(
             name: "streamvm",
             dependencies: [
-                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "HostNetwork", "Benchmarks", "ControlAPI", "Dedup", "Dilation",
+                "Catalog", "StreamServer", "StreamClient", "Hypervisor", "StreamBoot", "HostNetwork", "Benchmarks", "ControlAPI", "Dedup", "Dilation", "Migration",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -148,6 +163,7 @@ let package = Package(
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "DedupTests", dependencies: ["Dedup", "Hypervisor", "TestSupport"]),
         .testTarget(name: "DilationTests", dependencies: ["Dilation", "Hypervisor", "Benchmarks", "TestSupport"]),
+        .testTarget(name: "MigrationTests", dependencies: ["Migration", "Hypervisor", "StreamClient", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "HostNetworkTests", dependencies: ["HostNetwork", "Hypervisor", "TestSupport", .product(name: "Logging", package: "swift-log")]),
         .testTarget(
             name: "StreamClientTests",

@@ -18,6 +18,22 @@ extension Machine {
     /// image. A paused machine stays paused and `resume()` continues it.
     @discardableResult
     public func saveSnapshot(statePath: String, memoryPath: String) throws -> MachineSnapshot {
+        let snapshot = try captureState { memory in try MemoryImageWriter.write(memory, to: memoryPath) }
+        try AtomicFile.write(try snapshot.encoded(), to: statePath)
+        return snapshot
+    }
+
+    /// The state of a paused machine as `saveSnapshot` records it, with guest RAM described (each
+    /// page's digest) but not written anywhere: what a live migration sends before the pages, which
+    /// the destination then fetches from this machine's memory and checks against those digests.
+    /// The machine stays paused; its memory must not change while the digests are relied on.
+    public func captureState() throws -> MachineSnapshot {
+        try captureState { memory in try MemoryImageWriter.describe(memory) }
+    }
+
+    /// Captures vCPU, platform and device state of a paused (or finished) machine under the
+    /// lifecycle lock; `describeMemory` saves or describes guest RAM once every page is present.
+    private func captureState(describeMemory: (GuestMemory) throws -> MachineSnapshot.MemoryImage) throws -> MachineSnapshot {
         lifecycleLock.lock()
         defer { lifecycleLock.unlock() }
         switch state {
@@ -40,12 +56,11 @@ extension Machine {
         // Pages a lazy restore has not mapped yet are holes in the memfd: map them first, or the
         // image would save them as zeros.
         try pageFaultHandler?.populateAll()
-        let image = try MemoryImageWriter.write(memory, to: memoryPath)
+        let image = try describeMemory(memory)
         let snapshot = MachineSnapshot(format: MachineSnapshot.formatName, version: MachineSnapshot.currentVersion,
                                        memorySize: memory.size, vcpuCount: vcpus.count, vcpus: vcpuStates,
                                        platform: platform, devices: deviceStates, disks: disks, memory: image)
         try snapshot.validate()
-        try AtomicFile.write(try snapshot.encoded(), to: statePath)
         return snapshot
     }
 }
